@@ -1,0 +1,2 @@
+// fscrypt-local: the package root.
+export * from './kernel/index.js';

@@ -1,0 +1,206 @@
+// The one error class of fscrypt-local. The native addon constructs it for
+// every failed system call (see native/addon.cc), so callers can branch on
+// `code` whatever layer the failure came from, and the message always says
+// what the failure means for fscrypt and what to do about it.
+import { getSystemErrorMap } from 'node:util';
+
+/** Codes for failures that are not an errno. */
+export type FscryptLocalCode =
+  | 'ERR_INVALID_ARG'
+  | 'ERR_BAD_METADATA'
+  | 'ERR_WRONG_KEY'
+  | 'ERR_KEY_SOURCE'
+  | 'ERR_NOT_SUPPORTED'
+  | 'ERR_BUSY'
+  | 'ERR_STATE'
+  | 'ERR_UNSAFE_PATH';
+
+/** errno names this project explains; any other errno keeps its own name. */
+export type ErrnoCode =
+  | 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'ENOTEMPTY' | 'EEXIST' | 'EOPNOTSUPP'
+  | 'ENOTTY' | 'ENOKEY' | 'EACCES' | 'EPERM' | 'EINVAL' | 'ENODATA'
+  | 'ENOPKG' | 'EROFS' | 'EDQUOT' | 'EKEYREJECTED' | 'EBADMSG' | 'EOVERFLOW'
+  | 'EFAULT' | 'EBUSY' | 'ELOOP' | 'ENAMETOOLONG' | 'EXDEV';
+
+export type FscryptErrorCode = FscryptLocalCode | ErrnoCode | (string & {});
+
+export interface FscryptErrorDetails {
+  code?: FscryptErrorCode;
+  /** Negative errno, as in Node's fs errors. */
+  errno?: number;
+  syscall?: string;
+  /** The ioctl that failed, e.g. 'FS_IOC_SET_ENCRYPTION_POLICY'. */
+  ioctl?: string;
+  path?: string;
+  cause?: unknown;
+}
+
+// Linux errnos that libuv has no name for, or whose libuv text misleads here
+// (errno 95 is "operation not supported on socket" in libuv).
+const LINUX_ERRNOS: ReadonlyMap<number, readonly [string, string]> = new Map([
+  [61, ['ENODATA', 'no data available']],
+  [65, ['ENOPKG', 'package not installed']],
+  [74, ['EBADMSG', 'bad message']],
+  [75, ['EOVERFLOW', 'value too large for defined data type']],
+  [87, ['EUSERS', 'too many users']],
+  [95, ['EOPNOTSUPP', 'operation not supported']],
+  [122, ['EDQUOT', 'disk quota exceeded']],
+  [126, ['ENOKEY', 'required key not available']],
+  [127, ['EKEYEXPIRED', 'key has expired']],
+  [128, ['EKEYREVOKED', 'key has been revoked']],
+  [129, ['EKEYREJECTED', 'key was rejected by service']],
+]);
+
+function errnoName(errno: number): readonly [string, string] {
+  const own = LINUX_ERRNOS.get(-errno);
+  if (own) return own;
+  const uv = getSystemErrorMap().get(errno);
+  return uv ?? [`E${-errno}`, `unknown error ${-errno}`];
+}
+
+const SET_POLICY = 'FS_IOC_SET_ENCRYPTION_POLICY';
+const ADD_KEY = 'FS_IOC_ADD_ENCRYPTION_KEY';
+
+type Explanation = { meaning: string; remedy?: string };
+
+/** What an errno means for fscrypt, given where it came from. */
+function explain(code: string, syscall: string | undefined, ioctl: string | undefined): Explanation | undefined {
+  switch (code) {
+    case 'ENOTEMPTY':
+      if (ioctl === SET_POLICY) {
+        return {
+          meaning: 'a policy can only be set on an empty directory',
+          remedy: 'create a new empty directory, encrypt it, then copy the data in',
+        };
+      }
+      return undefined;
+    case 'EEXIST':
+      if (ioctl === SET_POLICY) {
+        return {
+          meaning: 'the directory already has a different encryption policy',
+          remedy: 'a policy cannot be changed: use a new directory, or set the policy it already has',
+        };
+      }
+      return undefined;
+    case 'EOPNOTSUPP':
+      return {
+        meaning: 'the filesystem does not have the encrypt feature enabled, or the kernel lacks CONFIG_FS_ENCRYPTION',
+        remedy: 'enable it with `tune2fs -O encrypt <device>` (ext4; the device is `findmnt -no SOURCE --target <path>`)',
+      };
+    case 'ENOTTY':
+      return {
+        meaning: 'this filesystem type does not support fscrypt',
+        remedy: 'use ext4 or f2fs made with the encrypt feature (`mkfs.ext4 -O encrypt <device>`)',
+      };
+    case 'ENOKEY':
+      if (syscall === 'open') {
+        return { meaning: 'the file is locked: its key is not in the filesystem keyring', remedy: 'unlock it first' };
+      }
+      if (ioctl === SET_POLICY) {
+        return { meaning: 'the policy names a key this user has not added', remedy: 'add the key with addKey() first and use the identifier it returns' };
+      }
+      if (ioctl === ADD_KEY) {
+        return { meaning: 'no fscrypt-provisioning key with that key_id is visible to this process' };
+      }
+      return {
+        meaning: 'the key is not in the filesystem keyring (never added, already removed, or held only by other users)',
+      };
+    case 'EACCES':
+      if (ioctl === SET_POLICY) {
+        return { meaning: 'only the owner of the directory (or CAP_FOWNER) may encrypt it', remedy: 'run as the owner or as root' };
+      }
+      if (ioctl !== undefined && (ioctl === ADD_KEY || ioctl.endsWith('_ALL_USERS'))) {
+        return { meaning: 'this operation needs CAP_SYS_ADMIN (v1 keys, or removing the key for all users)', remedy: 'run as root' };
+      }
+      return { meaning: 'permission denied' };
+    case 'EPERM':
+      if (ioctl === SET_POLICY) {
+        return {
+          meaning: 'the root directory of a filesystem cannot be encrypted',
+          remedy: 'encrypt a new subdirectory of the filesystem instead',
+        };
+      }
+      return { meaning: 'operation not permitted', remedy: 'run as root' };
+    case 'EINVAL':
+      if (ioctl === SET_POLICY) {
+        return { meaning: 'the kernel rejected the policy (version, modes, flags or reserved bits, or v1 on a casefolded directory)' };
+      }
+      if (ioctl === ADD_KEY) {
+        return { meaning: 'the kernel rejected the key (size or flags)' };
+      }
+      return undefined;
+    case 'ENODATA':
+      return { meaning: 'the file is not encrypted' };
+    case 'ENOTDIR':
+      return { meaning: 'not a directory: an encryption policy can only be set on a directory' };
+    case 'ENOPKG':
+      return {
+        meaning: "the kernel lacks the crypto algorithm this policy needs (dmesg says 'Missing crypto API support')",
+        remedy: 'use AES_256_XTS contents with AES_256_CTS filenames, or load the missing crypto module',
+      };
+    case 'EROFS':
+      return { meaning: 'the filesystem is mounted read-only', remedy: 'remount it read-write' };
+    case 'EDQUOT':
+      return {
+        meaning: "this user's kernel key quota is exhausted",
+        remedy: 'remove unused keys, or raise kernel.keys.maxkeys / maxbytes (root_maxkeys / root_maxbytes for root)',
+      };
+    case 'EKEYREJECTED':
+      return { meaning: 'the keyring key is not an fscrypt-provisioning key of the matching specifier type' };
+    case 'EOVERFLOW':
+      return { meaning: 'the policy is of a newer version than this build understands' };
+    default:
+      return undefined;
+  }
+}
+
+export class FscryptError extends Error {
+  readonly code: FscryptErrorCode;
+  readonly errno?: number;
+  readonly syscall?: string;
+  readonly ioctl?: string;
+  readonly path?: string;
+
+  /**
+   * With a message: an error of this project (`details.code` required).
+   * Without one: a failed system call, described from `details.errno`,
+   * `syscall`, `ioctl` and `path` (this is how native/addon.cc builds it).
+   */
+  constructor(message: string | undefined, details: FscryptErrorDetails) {
+    const errnoInfo = details.errno === undefined ? undefined : errnoName(details.errno);
+    const code = details.code ?? errnoInfo?.[0] ?? 'ERR_INVALID_ARG';
+    super(message ?? FscryptError.describe(code, errnoInfo?.[1] ?? '', details), details.cause === undefined ? undefined : { cause: details.cause });
+    this.code = code;
+    if (details.errno !== undefined) this.errno = details.errno;
+    if (details.syscall !== undefined) this.syscall = details.syscall;
+    if (details.ioctl !== undefined) this.ioctl = details.ioctl;
+    if (details.path !== undefined) this.path = details.path;
+  }
+
+  /** The fscrypt meaning of a system error, then the remedy. */
+  private static describe(code: string, text: string, details: FscryptErrorDetails): string {
+    const where = details.ioctl ?? details.syscall ?? 'call';
+    const path = details.path === undefined ? '' : ` '${details.path}'`;
+    const explanation = explain(code, details.syscall, details.ioctl);
+    let message = `${code}: ${explanation?.meaning ?? text}, ${where}${path}`;
+    if (explanation?.remedy) message += `. To fix: ${explanation.remedy}`;
+    return message;
+  }
+
+  /** An error for bad input, raised before any system call is made. */
+  static invalidArgument(message: string, path?: string): FscryptError {
+    return new FscryptError(message, path === undefined ? { code: 'ERR_INVALID_ARG' } : { code: 'ERR_INVALID_ARG', path });
+  }
+}
+
+Object.defineProperty(FscryptError.prototype, 'name', {
+  value: 'FscryptError',
+  enumerable: false,
+  writable: true,
+  configurable: true,
+});
+
+/** True for a FscryptError with one of the given codes. */
+export function isFscryptError(error: unknown, ...codes: FscryptErrorCode[]): error is FscryptError {
+  return error instanceof FscryptError && (codes.length === 0 || codes.includes(error.code));
+}

@@ -1,0 +1,454 @@
+// fscrypt ioctls for Node.js: one thin, asynchronous wrapper per ioctl family.
+//
+// Every exported function copies its arguments on the JS thread, issues one
+// open() + ioctl() on the libuv thread pool (AsyncWorker), and settles a
+// promise. There are no policy decisions and no file formats here: the typed
+// layer in lib/kernel validates input, names modes and explains errors.
+//
+// Failures reject with an instance of the FscryptError class that the JS side
+// registers through setErrorClass() (the better-sqlite3 pattern), constructed
+// as `new FscryptError(undefined, { errno, syscall, ioctl, path })` so the
+// message and code are composed in one place, in TypeScript.
+//
+// Key bytes are copied into worker-owned native memory and wiped with
+// explicit_bzero right after the ioctl, and again in the destructor so that
+// no path (success, failure, or a worker that never ran) leaves them behind.
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include <napi.h>
+
+#include "fscrypt_uapi.h"
+
+namespace {
+
+namespace uapi = fscrypt_uapi;
+
+// Per-environment state (one per worker thread / context that loads us).
+struct AddonData {
+  Napi::FunctionReference error_class;
+};
+
+Napi::Value MakeSystemError(Napi::Env env, int err, const char* syscall,
+                            const char* ioctl_name, const std::string& path) {
+  Napi::Object props = Napi::Object::New(env);
+  props.Set("errno", Napi::Number::New(env, -err));  // negative, as in Node
+  props.Set("syscall", Napi::String::New(env, syscall));
+  if (ioctl_name != nullptr) {
+    props.Set("ioctl", Napi::String::New(env, ioctl_name));
+  }
+  props.Set("path", Napi::String::New(env, path));
+
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (data != nullptr && !data->error_class.IsEmpty()) {
+    return data->error_class.New({env.Undefined(), props});
+  }
+  // Only reachable if the binding is used without lib/kernel; keep the facts.
+  Napi::Error error = Napi::Error::New(
+      env, std::string(syscall) + " failed: " + std::strerror(err) + ", '" +
+               path + "'");
+  error.Value().Set("errno", props.Get("errno"));
+  error.Value().Set("syscall", props.Get("syscall"));
+  error.Value().Set("path", props.Get("path"));
+  return error.Value();
+}
+
+// ioctl() that retries on EINTR and returns 0 or the errno.
+int IoctlErrno(int fd, unsigned long request, void* arg) {
+  for (;;) {
+    if (ioctl(fd, request, arg) == 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+// Copies a Buffer/Uint8Array argument of min..max bytes into `out`.
+std::size_t CopyBytes(const Napi::Value& value, std::size_t min,
+                      std::size_t max, uint8_t* out, const char* what) {
+  if (!value.IsTypedArray() ||
+      value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(value.Env(),
+                               std::string(what) + " must be a Uint8Array");
+  }
+  Napi::Uint8Array bytes = value.As<Napi::Uint8Array>();
+  std::size_t size = bytes.ByteLength();
+  if (size < min || size > max) {
+    throw Napi::RangeError::New(value.Env(),
+                                std::string(what) + " has a bad length");
+  }
+  std::memcpy(out, bytes.Data(), size);
+  return size;
+}
+
+std::string PathArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (info.Length() <= index || !info[index].IsString()) {
+    throw Napi::TypeError::New(info.Env(), "path must be a string");
+  }
+  return info[index].As<Napi::String>().Utf8Value();
+}
+
+uint32_t Uint32Arg(const Napi::CallbackInfo& info, std::size_t index,
+                   const char* what) {
+  if (info.Length() <= index || !info[index].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) +
+                                               " must be a number");
+  }
+  return info[index].As<Napi::Number>().Uint32Value();
+}
+
+// Fills a key specifier from (type, bytes). For an identifier that the kernel
+// will fill in (ADD_KEY of a v2 key), `bytes` is undefined.
+void FillKeySpecifier(const Napi::CallbackInfo& info, std::size_t type_index,
+                      uapi::KeySpecifier* spec) {
+  std::memset(spec, 0, sizeof(*spec));
+  spec->type = Uint32Arg(info, type_index, "key specifier type");
+  Napi::Value bytes = info[type_index + 1];
+  if (spec->type == uapi::kSpecTypeDescriptor) {
+    CopyBytes(bytes, uapi::kDescriptorSize, uapi::kDescriptorSize,
+              spec->u.descriptor, "key descriptor");
+  } else if (spec->type == uapi::kSpecTypeIdentifier) {
+    if (!bytes.IsUndefined()) {
+      CopyBytes(bytes, uapi::kIdentifierSize, uapi::kIdentifierSize,
+                spec->u.identifier, "key identifier");
+    }
+  } else {
+    throw Napi::RangeError::New(info.Env(), "unknown key specifier type");
+  }
+}
+
+Napi::Buffer<uint8_t> KeySpecifierBytes(Napi::Env env,
+                                        const uapi::KeySpecifier& spec) {
+  std::size_t size = spec.type == uapi::kSpecTypeDescriptor
+                         ? uapi::kDescriptorSize
+                         : uapi::kIdentifierSize;
+  return Napi::Buffer<uint8_t>::Copy(env, spec.u.reserved, size);
+}
+
+// Base of every operation: open the path, run one ioctl family, settle.
+class FscryptWorker : public Napi::AsyncWorker {
+ public:
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  FscryptWorker(Napi::Env env, std::string path, const char* ioctl_name,
+                int extra_open_flags = 0)
+      : Napi::AsyncWorker(env, "fscrypt-local"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        path_(std::move(path)),
+        ioctl_name_(ioctl_name),
+        open_flags_(O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+                    extra_open_flags) {}
+
+  // Runs on the thread pool with `fd` open on the path. Returns 0 or errno.
+  virtual int Run(int fd) = 0;
+  // Builds the resolved value on the JS thread after Run returned 0.
+  virtual Napi::Value Result(Napi::Env env) = 0;
+
+  // Lets Run() report which ioctl of a family failed (e.g. a fallback).
+  void SetIoctlName(const char* name) { ioctl_name_ = name; }
+  // Lets Run() report a failure of a system call other than ioctl().
+  void SetSyscall(const char* name) { syscall_ = name; }
+
+ private:
+  void Execute() override {
+    int fd = open(path_.c_str(), open_flags_);
+    if (fd < 0) {
+      errno_ = errno;
+      syscall_ = "open";
+      return;
+    }
+    errno_ = Run(fd);
+    close(fd);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (errno_ != 0) {
+      deferred_.Reject(MakeSystemError(
+          env, errno_, syscall_,
+          std::strcmp(syscall_, "ioctl") == 0 ? ioctl_name_ : nullptr, path_));
+    } else {
+      deferred_.Resolve(Result(env));
+    }
+  }
+
+  void OnError(const Napi::Error& error) override {
+    deferred_.Reject(error.Value());
+  }
+
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  const char* ioctl_name_;
+  int open_flags_;
+  int errno_ = 0;
+  const char* syscall_ = "ioctl";
+};
+
+// setPolicy(dir, version, contents, filenames, flags, log2DataUnitSize, key)
+// version is the kernel's byte: 0 for v1 (8-byte descriptor), 2 for v2
+// (16-byte identifier).
+class SetPolicyWorker : public FscryptWorker {
+ public:
+  SetPolicyWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_SET_ENCRYPTION_POLICY", O_DIRECTORY) {
+    std::memset(&policy_, 0, sizeof(policy_));
+    uint32_t version = Uint32Arg(info, 1, "policy version");
+    uint8_t contents = Uint32Arg(info, 2, "contents mode");
+    uint8_t filenames = Uint32Arg(info, 3, "filenames mode");
+    uint8_t flags = Uint32Arg(info, 4, "policy flags");
+    if (version == 0) {
+      policy_.v1 = {0, contents, filenames, flags, {}};
+      CopyBytes(info[6], uapi::kDescriptorSize, uapi::kDescriptorSize,
+                policy_.v1.master_key_descriptor, "key descriptor");
+    } else if (version == 2) {
+      policy_.v2.version = 2;
+      policy_.v2.contents_encryption_mode = contents;
+      policy_.v2.filenames_encryption_mode = filenames;
+      policy_.v2.flags = flags;
+      policy_.v2.log2_data_unit_size = Uint32Arg(info, 5, "log2 data unit");
+      CopyBytes(info[6], uapi::kIdentifierSize, uapi::kIdentifierSize,
+                policy_.v2.master_key_identifier, "key identifier");
+    } else {
+      throw Napi::RangeError::New(info.Env(), "unknown policy version");
+    }
+  }
+
+ private:
+  // The ioctl number encodes the v1 size; the kernel dispatches on byte 0.
+  int Run(int fd) override { return IoctlErrno(fd, uapi::kSetPolicy, &policy_); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+  union {
+    uapi::PolicyV1 v1;
+    uapi::PolicyV2 v2;
+  } policy_;
+};
+
+// getPolicy(path) -> { version, contents, filenames, flags, log2DataUnitSize,
+// key }. Falls back to the v1-only ioctl on kernels without GET_POLICY_EX.
+class GetPolicyWorker : public FscryptWorker {
+ public:
+  GetPolicyWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_GET_ENCRYPTION_POLICY_EX") {
+    std::memset(&arg_, 0, sizeof(arg_));
+  }
+
+ private:
+  int Run(int fd) override {
+    arg_.policy_size = sizeof(arg_.policy);
+    int err = IoctlErrno(fd, uapi::kGetPolicyEx, &arg_);
+    if (err != ENOTTY) return err;
+    // Pre-5.4 kernel: only v1 policies exist there.
+    SetIoctlName("FS_IOC_GET_ENCRYPTION_POLICY");
+    std::memset(&arg_, 0, sizeof(arg_));
+    err = IoctlErrno(fd, uapi::kGetPolicy, &arg_.policy.v1);
+    if (err == 0) arg_.policy_size = sizeof(uapi::PolicyV1);
+    return err;
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    const uint8_t version = arg_.policy.version;
+    out.Set("version", version);
+    if (version == 2) {
+      const uapi::PolicyV2& p = arg_.policy.v2;
+      out.Set("contents", p.contents_encryption_mode);
+      out.Set("filenames", p.filenames_encryption_mode);
+      out.Set("flags", p.flags);
+      out.Set("log2DataUnitSize", p.log2_data_unit_size);
+      out.Set("key", Napi::Buffer<uint8_t>::Copy(env, p.master_key_identifier,
+                                                 uapi::kIdentifierSize));
+    } else {
+      const uapi::PolicyV1& p = arg_.policy.v1;
+      out.Set("contents", p.contents_encryption_mode);
+      out.Set("filenames", p.filenames_encryption_mode);
+      out.Set("flags", p.flags);
+      out.Set("log2DataUnitSize", 0);
+      out.Set("key", Napi::Buffer<uint8_t>::Copy(env, p.master_key_descriptor,
+                                                 uapi::kDescriptorSize));
+    }
+    return out;
+  }
+
+  uapi::GetPolicyExArg arg_;
+};
+
+// addKey(mountpoint, specType, specBytes | undefined, raw | null, keyId)
+// -> Buffer (the identifier the kernel computed, or the descriptor given).
+class AddKeyWorker : public FscryptWorker {
+ public:
+  AddKeyWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_ADD_ENCRYPTION_KEY") {
+    std::memset(&buffer_, 0, sizeof(buffer_));
+    FillKeySpecifier(info, 1, &buffer_.arg.key_spec);
+    if (info[3].IsNull() || info[3].IsUndefined()) {
+      buffer_.arg.key_id = Uint32Arg(info, 4, "key_id");
+    } else {
+      buffer_.arg.raw_size =
+          static_cast<uint32_t>(CopyBytes(info[3], uapi::kMinKeySize,
+                                          uapi::kMaxKeySize, buffer_.raw, "key"));
+    }
+  }
+
+  ~AddKeyWorker() override { explicit_bzero(&buffer_, sizeof(buffer_)); }
+
+ private:
+  int Run(int fd) override {
+    int err = IoctlErrno(fd, uapi::kAddKey, &buffer_);
+    // The secret is no longer needed once the kernel has (or has not) it.
+    explicit_bzero(buffer_.raw, sizeof(buffer_.raw));
+    return err;
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    return KeySpecifierBytes(env, buffer_.arg.key_spec);
+  }
+
+  uapi::AddKeyBuffer buffer_;
+};
+
+// removeKey(mountpoint, specType, specBytes, allUsers) -> removal status flags
+class RemoveKeyWorker : public FscryptWorker {
+ public:
+  RemoveKeyWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_REMOVE_ENCRYPTION_KEY") {
+    std::memset(&arg_, 0, sizeof(arg_));
+    FillKeySpecifier(info, 1, &arg_.key_spec);
+    all_users_ = info[3].ToBoolean().Value();
+    if (all_users_) SetIoctlName("FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS");
+  }
+
+ private:
+  int Run(int fd) override {
+    return IoctlErrno(
+        fd, all_users_ ? uapi::kRemoveKeyAllUsers : uapi::kRemoveKey, &arg_);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::Number::New(env, arg_.removal_status_flags);
+  }
+
+  uapi::RemoveKeyArg arg_;
+  bool all_users_ = false;
+};
+
+// getKeyStatus(mountpoint, specType, specBytes)
+// -> { status, statusFlags, userCount }
+class KeyStatusWorker : public FscryptWorker {
+ public:
+  KeyStatusWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_GET_ENCRYPTION_KEY_STATUS") {
+    std::memset(&arg_, 0, sizeof(arg_));
+    FillKeySpecifier(info, 1, &arg_.key_spec);
+  }
+
+ private:
+  int Run(int fd) override { return IoctlErrno(fd, uapi::kGetKeyStatus, &arg_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("status", arg_.status);
+    out.Set("statusFlags", arg_.status_flags);
+    out.Set("userCount", arg_.user_count);
+    return out;
+  }
+
+  uapi::KeyStatusArg arg_;
+};
+
+// getNonce(path) -> Buffer(16)
+class NonceWorker : public FscryptWorker {
+ public:
+  NonceWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_GET_ENCRYPTION_NONCE") {
+    std::memset(nonce_, 0, sizeof(nonce_));
+  }
+
+ private:
+  int Run(int fd) override { return IoctlErrno(fd, uapi::kGetNonce, nonce_); }
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::Buffer<uint8_t>::Copy(env, nonce_, sizeof(nonce_));
+  }
+
+  uint8_t nonce_[uapi::kNonceSize];
+};
+
+// probe(path) -> { addKeyErrno, fsType }
+// ADD_ENCRYPTION_KEY with a NULL argument never touches a key: the errno says
+// whether the filesystem supports fscrypt (EFAULT), lacks the feature
+// (EOPNOTSUPP) or cannot do it at all (ENOTTY). The answer is data, not an
+// error, so only open()/fstatfs() failures reject.
+class ProbeWorker : public FscryptWorker {
+ public:
+  ProbeWorker(const Napi::CallbackInfo& info)
+      : FscryptWorker(info.Env(), PathArg(info, 0),
+                      "FS_IOC_ADD_ENCRYPTION_KEY") {}
+
+ private:
+  int Run(int fd) override {
+    struct statfs st;
+    if (fstatfs(fd, &st) != 0) {
+      SetSyscall("fstatfs");
+      return errno;
+    }
+    fs_type_ = static_cast<uint64_t>(st.f_type);
+    add_key_errno_ = IoctlErrno(fd, uapi::kAddKey, nullptr);
+    return 0;
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("addKeyErrno", Napi::Number::New(env, -add_key_errno_));
+    out.Set("fsType", Napi::Number::New(env, static_cast<double>(fs_type_)));
+    return out;
+  }
+
+  uint64_t fs_type_ = 0;
+  int add_key_errno_ = 0;
+};
+
+template <typename Worker>
+Napi::Value Start(const Napi::CallbackInfo& info) {
+  auto* worker = new Worker(info);  // deleted by node-addon-api when done
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    throw Napi::TypeError::New(info.Env(), "error class must be a function");
+  }
+  AddonData* data = info.Env().GetInstanceData<AddonData>();
+  data->error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  exports.Set("setPolicy", Napi::Function::New(env, Start<SetPolicyWorker>));
+  exports.Set("getPolicy", Napi::Function::New(env, Start<GetPolicyWorker>));
+  exports.Set("addKey", Napi::Function::New(env, Start<AddKeyWorker>));
+  exports.Set("removeKey", Napi::Function::New(env, Start<RemoveKeyWorker>));
+  exports.Set("getKeyStatus", Napi::Function::New(env, Start<KeyStatusWorker>));
+  exports.Set("getNonce", Napi::Function::New(env, Start<NonceWorker>));
+  exports.Set("probe", Napi::Function::New(env, Start<ProbeWorker>));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(fscrypt_local, Init)
