@@ -15,7 +15,7 @@ import {
   setPolicy,
 } from '../lib/kernel/index.js';
 import { ext4 } from './fixtures/scratch-fs.js';
-import { randomKey, rejection } from './fixtures/helpers.js';
+import { kernelCallAs, randomKey, rejection } from './fixtures/helpers.js';
 
 const fs = ext4(t);
 const mnt = fs.mountpoint;
@@ -55,7 +55,6 @@ t.test('a key added by another user is reported as otherUsers, and allUsers remo
   const id = await addKey(mnt, key);
   // Let nobody (uid 65534) reach the mount to claim the key too.
   execFileSync('chmod', ['755', join(mnt, '..'), join(mnt, '../..')]);
-  const { kernelCallAs } = await import('./fixtures/helpers.js');
   const claimed = kernelCallAs('addKey', [mnt, { hex: key.toString('hex') }]);
   t.same(claimed, { ok: true, result: id });
   t.same(await getKeyStatus(mnt, id), { status: 'present', addedBySelf: true, userCount: 2 });
