@@ -1,0 +1,50 @@
+// The published package works for an outside user: `npm pack`, install the
+// tarball into a fresh project (the addon builds on install), then
+// `import { addKey } from 'fscrypt-local'` adds a key on a real filesystem.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { ext4 } from './fixtures/scratch-fs.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'fscrypt-local-pack-'));
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+
+const npm = (args: string[], cwd: string): string =>
+  execFileSync('npm', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false' } });
+
+t.test('npm pack contains the sources the addon builds from, and the compiled library', async (t) => {
+  const [packed] = JSON.parse(npm(['pack', '--json', '--pack-destination', work], root)) as { files: { path: string }[] }[];
+  const files = packed!.files.map((f) => f.path);
+  for (const expected of ['binding.gyp', 'native/addon.cc', 'native/fscrypt_uapi.h', 'dist/index.js', 'dist/index.d.ts', 'package.json']) {
+    t.ok(files.includes(expected), `contains ${expected}`);
+  }
+  t.notOk(files.some((f) => f.startsWith('build/') || f.startsWith('test/') || f.startsWith('lib/')), 'no build output, tests or TS sources');
+});
+
+t.test('installed from the tarball into a fresh project, the package builds its addon and adds a key', async (t) => {
+  const tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
+  t.ok(tarball, 'the tarball from the previous test');
+  const project = join(work, 'project');
+  execFileSync('mkdir', [project]);
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', type: 'module', private: true }));
+  npm(['install', '--prefer-offline', join(work, tarball!)], project);
+
+  const fs = ext4(t);
+  writeFileSync(
+    join(project, 'use.mjs'),
+    `import { addKey, keyIdentifier, getKeyStatus, FscryptError } from 'fscrypt-local';
+const key = Buffer.alloc(64, 7);
+const id = await addKey(process.argv[2], key);
+const status = await getKeyStatus(process.argv[2], id);
+let invalid;
+try { await addKey(process.argv[2], Buffer.alloc(3)); } catch (e) { invalid = e instanceof FscryptError && e.code; }
+console.log(JSON.stringify({ same: id === keyIdentifier(key), status: status.status, invalid }));
+`,
+  );
+  const out = execFileSync(process.execPath, ['use.mjs', fs.mountpoint], { cwd: project, encoding: 'utf8' });
+  t.same(JSON.parse(out), { same: true, status: 'present', invalid: 'ERR_INVALID_ARG' });
+});
