@@ -1,2 +1,3 @@
 // fscrypt-local: the package root.
 export * from './kernel/index.js';
+export * from './keys/index.js';

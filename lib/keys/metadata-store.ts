@@ -1,0 +1,371 @@
+// Where a slot's key metadata lives on disk and how its files are read,
+// written and destroyed. Knows paths, modes and durability; nothing about
+// what the bytes mean.
+//
+//   <slot>/.fscrypt/                      0755, google/fscrypt's layout
+//     policies/<identifier>               0600, PolicyData
+//     protectors/<descriptor>             0600, ProtectorData (raw_key, custom_passphrase)
+//   <slot>/.fscrypt-local/keys/           0700, ours (lib/volume owns the rest of .fscrypt-local)
+//     protectors/<descriptor>             0600, KmsProtector: kept out of .fscrypt so
+//                                         the stock tool never meets an unknown type
+//     tmp/                                files being written (renamed into place)
+//     erase/                              files being crypto-erased
+//
+// Writes are atomic and durable: a temp file in keys/tmp is written, fsynced,
+// renamed over the target and the target's directory fsynced. Temp files
+// live outside .fscrypt so a crash never leaves a stray file there for the
+// stock tool to list as corrupt.
+//
+// Crypto-erase first moves (or hard-links) the file into keys/erase, which is
+// atomic, then overwrites its blocks in place with random bytes, fsyncs,
+// unlinks and fsyncs the directory. A crash half-way leaves either the
+// intact file in place or a file in erase/ that the next sweep finishes;
+// never a half-overwritten file where metadata is expected.
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { constants } from 'node:fs';
+import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { FscryptError } from '../kernel/index.js';
+import { badMetadata } from './metadata-format.js';
+
+export const FSCRYPT_DIR = '.fscrypt';
+export const LOCAL_DIR = '.fscrypt-local';
+const KEYS_SUBDIR = 'keys';
+
+/** Names of metadata files: descriptors and identifiers, lower-case hex. */
+export const PROTECTOR_FILE_NAME = /^[0-9a-f]{16}$/;
+export const POLICY_FILE_NAME = /^(?:[0-9a-f]{16}|[0-9a-f]{32})$/;
+
+export interface SlotLayout {
+  root: string;
+  fscryptDir: string;
+  policiesDir: string;
+  protectorsDir: string;
+  localDir: string;
+  keysDir: string;
+  kmsProtectorsDir: string;
+  tmpDir: string;
+  eraseDir: string;
+}
+
+export function slotLayout(root: string): SlotLayout {
+  const abs = resolve(root);
+  const fscryptDir = join(abs, FSCRYPT_DIR);
+  const localDir = join(abs, LOCAL_DIR);
+  const keysDir = join(localDir, KEYS_SUBDIR);
+  return {
+    root: abs,
+    fscryptDir,
+    policiesDir: join(fscryptDir, 'policies'),
+    protectorsDir: join(fscryptDir, 'protectors'),
+    localDir,
+    keysDir,
+    kmsProtectorsDir: join(keysDir, 'protectors'),
+    tmpDir: join(keysDir, 'tmp'),
+    eraseDir: join(keysDir, 'erase'),
+  };
+}
+
+const FILE_MODE = 0o600;
+const FSCRYPT_DIR_MODE = 0o755; // what `fscrypt setup` makes (CheckSetup accepts it)
+const LOCAL_DIR_MODE = 0o700;
+
+function errnoCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function unsafe(path: string, what: string): FscryptError {
+  return new FscryptError(`refusing to use '${path}': ${what}. Metadata paths are never followed out of the slot; remove or fix it by hand`, {
+    code: 'ERR_UNSAFE_PATH',
+    path,
+  });
+}
+
+function trustedOwner(uid: number): boolean {
+  return uid === 0 || uid === process.geteuid?.();
+}
+
+/** A metadata directory must be a real directory that only its owner can change. */
+async function checkDirectory(path: string): Promise<boolean> {
+  let stat;
+  try {
+    stat = await lstat(path);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return false;
+    throw error;
+  }
+  if (stat.isSymbolicLink()) throw unsafe(path, 'it is a symbolic link');
+  if (!stat.isDirectory()) throw unsafe(path, 'it is not a directory');
+  if (!trustedOwner(stat.uid)) throw unsafe(path, `it is owned by uid ${stat.uid}, not root`);
+  // fscrypt's --all-users setup makes the subdirectories 01777; the sticky
+  // bit keeps other users from replacing our files there.
+  if (stat.mode & 0o022 && !(stat.mode & 0o1000)) throw unsafe(path, 'it is writable by other users');
+  return true;
+}
+
+async function makeDirectory(path: string, mode: number): Promise<void> {
+  if (await checkDirectory(path)) return;
+  try {
+    await mkdir(path, { mode });
+  } catch (error) {
+    if (errnoCode(error) !== 'EEXIST') throw error;
+    await checkDirectory(path);
+    return;
+  }
+  await chmod(path, mode); // the umask must not narrow what the stock tool expects
+  await fsyncDirectory(join(path, '..'));
+}
+
+export async function fsyncDirectory(path: string): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function tempName(tag: string): string {
+  return `${tag}.${randomBytes(6).toString('hex')}.tmp`;
+}
+
+/** The file tag temp and erase files carry, so leftovers can be found by what they held. */
+export function policyTag(identifier: string): string {
+  return `policy.${identifier}`;
+}
+export function protectorTag(descriptor: string): string {
+  return `protector.${descriptor}`;
+}
+
+export class MetadataStore {
+  readonly layout: SlotLayout;
+
+  constructor(root: string) {
+    this.layout = slotLayout(root);
+  }
+
+  /** .fscrypt/{policies,protectors}, made as `fscrypt setup` makes them. */
+  async ensureFscryptDirs(): Promise<void> {
+    await this.checkRoot();
+    await makeDirectory(this.layout.fscryptDir, FSCRYPT_DIR_MODE);
+    await makeDirectory(this.layout.policiesDir, FSCRYPT_DIR_MODE);
+    await makeDirectory(this.layout.protectorsDir, FSCRYPT_DIR_MODE);
+  }
+
+  /** .fscrypt-local/keys/{protectors,tmp,erase}. */
+  async ensureLocalDirs(): Promise<void> {
+    await this.checkRoot();
+    await makeDirectory(this.layout.localDir, LOCAL_DIR_MODE);
+    await makeDirectory(this.layout.keysDir, LOCAL_DIR_MODE);
+    await makeDirectory(this.layout.kmsProtectorsDir, LOCAL_DIR_MODE);
+    await makeDirectory(this.layout.tmpDir, LOCAL_DIR_MODE);
+    await makeDirectory(this.layout.eraseDir, LOCAL_DIR_MODE);
+  }
+
+  private async checkRoot(): Promise<void> {
+    let stat;
+    try {
+      stat = await lstat(this.layout.root);
+    } catch (error) {
+      throw new FscryptError(`slot '${this.layout.root}' does not exist (${errnoCode(error) ?? 'error'})`, {
+        code: errnoCode(error) ?? 'ENOENT',
+        path: this.layout.root,
+        cause: error,
+      });
+    }
+    if (!stat.isDirectory()) throw unsafe(this.layout.root, 'a slot root must be a directory');
+  }
+
+  /**
+   * Names in a metadata directory that match `pattern`, sorted; [] when the
+   * directory does not exist. Other names (fscrypt's .link files, its own
+   * crashed temp files) are not ours to read and are skipped.
+   */
+  async list(dir: string, pattern: RegExp): Promise<string[]> {
+    if (!(await checkDirectory(dir))) return [];
+    const names = await readdir(dir);
+    return names.filter((name) => pattern.test(name)).sort();
+  }
+
+  /** True when a metadata file exists (whatever it holds). */
+  async exists(path: string): Promise<boolean> {
+    try {
+      await lstat(path);
+      return true;
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Reads a metadata file strictly: never through a symlink, only a regular
+   * file owned by root (or us) that others cannot write, at most `maxBytes`.
+   * Returns null when it does not exist.
+   */
+  async read(path: string, maxBytes: number): Promise<Buffer | null> {
+    let handle: FileHandle;
+    try {
+      // O_NONBLOCK: a FIFO planted here must not hang the reader.
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+    } catch (error) {
+      const code = errnoCode(error);
+      if (code === 'ENOENT') return null;
+      if (code === 'ELOOP') throw badMetadata(path, 'it is a symbolic link');
+      throw error;
+    }
+    try {
+      const stat = await handle.stat();
+      if (!stat.isFile()) throw badMetadata(path, 'it is not a regular file');
+      if (!trustedOwner(stat.uid)) throw badMetadata(path, `it is owned by uid ${stat.uid}, not root`);
+      if (stat.mode & 0o022) throw badMetadata(path, `it is writable by other users (mode ${(stat.mode & 0o7777).toString(8)})`);
+      if (stat.size > maxBytes) throw badMetadata(path, `it is ${stat.size} bytes; metadata files are at most ${maxBytes}`);
+      const buffer = Buffer.alloc(maxBytes + 1);
+      let length = 0;
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+        if (bytesRead === 0) break;
+        length += bytesRead;
+        if (length > maxBytes) throw badMetadata(path, `it is more than ${maxBytes} bytes`);
+      }
+      return buffer.subarray(0, length);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Writes `bytes` to a new temp file and makes it durable; returns its path. */
+  async stage(tag: string, bytes: Uint8Array): Promise<string> {
+    await this.ensureLocalDirs();
+    const path = join(this.layout.tmpDir, tempName(tag));
+    const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
+    try {
+      await handle.chmod(FILE_MODE);
+      await handle.writeFile(bytes);
+      await handle.sync();
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);
+      throw error;
+    }
+    await handle.close();
+    return path;
+  }
+
+  /** Renames a staged file over `target` and makes the rename durable. */
+  async commit(staged: string, target: string): Promise<void> {
+    await rename(staged, target);
+    await fsyncDirectory(join(target, '..'));
+  }
+
+  /** stage() + commit(): an atomic, durable replacement of `target`. */
+  async writeAtomic(target: string, tag: string, bytes: Uint8Array): Promise<void> {
+    const staged = await this.stage(tag, bytes);
+    try {
+      await this.commit(staged, target);
+    } catch (error) {
+      await unlink(staged).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * Moves `path` into erase/ (atomically: it is gone from its directory, or
+   * still there intact). Returns false when there was nothing to move.
+   */
+  async moveToErase(path: string, tag: string): Promise<boolean> {
+    await this.ensureLocalDirs();
+    try {
+      await rename(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return false;
+      throw error;
+    }
+    await fsyncDirectory(join(path, '..'));
+    await fsyncDirectory(this.layout.eraseDir);
+    return true;
+  }
+
+  /**
+   * Adds a second name for `path` in erase/, so that once `path` is replaced
+   * by a rename the old blocks can still be overwritten.
+   */
+  async linkToErase(path: string, tag: string): Promise<void> {
+    await this.ensureLocalDirs();
+    await link(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
+    await fsyncDirectory(this.layout.eraseDir);
+  }
+
+  /**
+   * Crypto-erases leftovers: every file in erase/, and the temp files whose
+   * tag starts with `tmpTagPrefix` (a crashed write of a key being erased).
+   */
+  async sweep(tmpTagPrefix?: string): Promise<number> {
+    let erased = 0;
+    for (const name of await this.list(this.layout.eraseDir, /^[^.]/)) {
+      if (await eraseFile(join(this.layout.eraseDir, name))) erased++;
+    }
+    if (tmpTagPrefix !== undefined) {
+      for (const name of await this.list(this.layout.tmpDir, /^[^.]/)) {
+        if (name.startsWith(`${tmpTagPrefix}.`) && (await eraseFile(join(this.layout.tmpDir, name)))) erased++;
+      }
+    }
+    return erased;
+  }
+}
+
+/**
+ * Overwrites a file's blocks in place with random bytes, fsyncs, unlinks it
+ * and fsyncs its directory. A file that still has another name (the live
+ * copy of a rename not yet done) is only unlinked: its data is still in use.
+ * Returns false when the file was already gone.
+ */
+export async function eraseFile(path: string): Promise<boolean> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return false;
+    if (errnoCode(error) === 'ELOOP') {
+      await unlink(path);
+      return true;
+    }
+    throw error;
+  }
+  try {
+    const stat = await handle.stat();
+    if (stat.isFile() && stat.nlink === 1 && stat.size > 0) {
+      const noise = randomFillSync(Buffer.alloc(stat.size));
+      await handle.write(noise, 0, noise.length, 0);
+      await handle.sync();
+    }
+  } finally {
+    await handle.close();
+  }
+  try {
+    await unlink(path);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return false;
+    throw error;
+  }
+  await fsyncDirectory(join(path, '..'));
+  return true;
+}
+
+// One writer at a time per slot within this process: metadata updates are
+// read-modify-write, and sweeps must not erase a file another call is
+// about to rename. (Across processes, lib/volume holds its slot lock.)
+const slotQueues = new Map<string, Promise<unknown>>();
+
+export async function withSlotKeysLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
+  const key = resolve(root);
+  const previous = slotQueues.get(key) ?? Promise.resolve();
+  const run = previous.then(fn, fn);
+  const tail = run.catch(() => undefined);
+  slotQueues.set(key, tail);
+  try {
+    return await run;
+  } finally {
+    if (slotQueues.get(key) === tail) slotQueues.delete(key);
+  }
+}

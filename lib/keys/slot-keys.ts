@@ -1,0 +1,240 @@
+// The key metadata of one slot (a mount root holding .fscrypt/): its
+// protectors, its policies, and the operations of the key hierarchy.
+//
+//   key source --wraps--> protector key P (32 B) --wraps--> policy key K (64 B)
+//
+// Reading never modifies anything; a wrong key source is reported as
+// ERR_WRONG_KEY naming the slot and the protector, with nothing changed.
+import { randomFillSync } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { inspect } from 'node:util';
+import { FscryptError } from '../kernel/index.js';
+import { checkKeySource, type KeySourceSpec } from './key-source.js';
+import { badMetadata } from './metadata-format.js';
+import { MetadataStore, policyTag, withSlotKeysLock } from './metadata-store.js';
+import { OpenSlotProtector, type OpenProtector } from './open-protector.js';
+import { rotateProtector, type RotationContext } from './rotation.js';
+import { allocSecret, wipe } from './secret.js';
+import {
+  normalizeHex,
+  POLICY_IDENTIFIER,
+  policyInfo,
+  PROTECTOR_DESCRIPTOR,
+  protectorInfo,
+  SlotRecords,
+  sourceOf,
+  storageOf,
+  type PolicyInfo,
+  type ProtectorInfo,
+} from './slot-records.js';
+import { providerFor, type KeySourceProvider, type ProtectorRecord } from './sources/index.js';
+import { keyDescriptor, POLICY_KEY_SIZE, PROTECTOR_KEY_SIZE } from './wrap.js';
+
+/** A fresh policy key: 64 bytes from the CSPRNG, in a Buffer outside Node's pool. */
+export function newPolicyKey(): Buffer {
+  return randomFillSync(allocSecret(POLICY_KEY_SIZE));
+}
+
+const SOURCE_KIND: Readonly<Record<ProtectorInfo['source'], KeySourceSpec['kind']>> = {
+  raw_key: 'file',
+  custom_passphrase: 'passphrase',
+  kms: 'kms',
+};
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 256 || /[\p{Cc}]/u.test(name)) {
+    throw FscryptError.invalidArgument('a protector name must be 1 to 256 bytes of printable text (it is shown by `fscrypt status`)');
+  }
+  return name;
+}
+
+export class SlotKeys {
+  /** The slot root (absolute). */
+  readonly root: string;
+  readonly #records: SlotRecords;
+
+  constructor(root: string) {
+    if (typeof root !== 'string' || root.length === 0 || root.includes('\0')) {
+      throw FscryptError.invalidArgument('a slot root must be a non-empty path');
+    }
+    this.root = resolve(root);
+    this.#records = new SlotRecords(new MetadataStore(this.root));
+  }
+
+  /** Creates a protector with a new random protector key under `source`. */
+  async createProtector(source: KeySourceSpec, options: { name: string }): Promise<ProtectorInfo> {
+    const opened = await this.createAndOpenProtector(source, options);
+    opened.close();
+    return opened.info;
+  }
+
+  /**
+   * createProtector(), returning it already open: saves a second key-source
+   * round trip (an Argon2 run, a KMS call) when the caller needs it at once.
+   */
+  async createAndOpenProtector(source: KeySourceSpec, options: { name: string }): Promise<OpenProtector> {
+    const name = checkName(options?.name);
+    const provider = providerFor(checkKeySource(source));
+    try {
+      return await withSlotKeysLock(this.root, async () => {
+        const storage = storageOf(provider.source);
+        const { store } = this.#records;
+        if (storage === 'fscrypt') await store.ensureFscryptDirs();
+        else await store.ensureLocalDirs();
+        const key = randomFillSync(allocSecret(PROTECTOR_KEY_SIZE));
+        try {
+          const descriptor = keyDescriptor(key);
+          if (await store.exists(this.#records.protectorPath(storage, descriptor))) {
+            throw new FscryptError(`protector ${descriptor} already exists in slot '${this.root}'`, { code: 'EEXIST' });
+          }
+          const record = await provider.seal(key, { descriptor, name });
+          await this.#records.writeProtector(record);
+          const opened = new OpenSlotProtector(this.#records, key, protectorInfo(record));
+          return opened;
+        } catch (error) {
+          wipe(key);
+          throw error;
+        }
+      });
+    } finally {
+      provider.close();
+    }
+  }
+
+  /**
+   * Opens a protector with its key source. Without a descriptor, the slot
+   * must have exactly one protector of the source's kind.
+   */
+  async openProtector(source: KeySourceSpec, descriptor?: string): Promise<OpenProtector> {
+    const provider = providerFor(checkKeySource(source));
+    try {
+      const record = await this.#resolve(provider, descriptor);
+      const key = await this.#unseal(provider, record);
+      return new OpenSlotProtector(this.#records, key, protectorInfo(record));
+    } finally {
+      provider.close();
+    }
+  }
+
+  /** Every protector of the slot (fscrypt's login protectors excepted). */
+  async listProtectors(): Promise<ProtectorInfo[]> {
+    const records = [...(await this.#records.listProtectors('fscrypt')), ...(await this.#records.listProtectors('kms'))];
+    return records.filter((r) => sourceOf(r) !== 'pam_passphrase').map(protectorInfo);
+  }
+
+  async listPolicies(): Promise<PolicyInfo[]> {
+    const result: PolicyInfo[] = [];
+    for (const id of await this.#records.listPolicyIdentifiers()) {
+      const data = await this.#records.readPolicy(id);
+      if (data !== null) result.push(policyInfo(data));
+    }
+    return result;
+  }
+
+  /** A policy's public description; ENOENT when the slot has no such policy. */
+  async readPolicy(identifier: string): Promise<PolicyInfo> {
+    const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
+    return policyInfo(await this.#records.requirePolicy(id));
+  }
+
+  async hasPolicy(identifier: string): Promise<boolean> {
+    const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
+    return this.#records.store.exists(this.#records.policyPath(id));
+  }
+
+  /**
+   * Crypto-erases a policy file: moved out of .fscrypt atomically, its blocks
+   * overwritten in place with random bytes, fsynced, unlinked, the directory
+   * fsynced; leftovers of interrupted writes of the same policy go too.
+   * Idempotent: an absent policy is fine. (Removing the key from the kernel
+   * is the caller's part: lib/volume's erase.)
+   */
+  async destroyPolicy(identifier: string): Promise<void> {
+    const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
+    await withSlotKeysLock(this.root, async () => {
+      const { store } = this.#records;
+      const path = this.#records.policyPath(id);
+      if (await store.exists(path)) {
+        const stat = await lstat(path);
+        if (stat.isDirectory()) throw badMetadata(path, 'it is a directory');
+        await store.moveToErase(path, policyTag(id));
+      }
+      await store.sweep(policyTag(id));
+    });
+  }
+
+  /**
+   * Rewraps the protector key under a new key source; nothing else changes
+   * (descriptor, policies, data). Crash-safe and resumable: see rotation.ts.
+   */
+  async rotate(oldSource: KeySourceSpec, newSource: KeySourceSpec, descriptor?: string): Promise<ProtectorInfo> {
+    const oldProvider = providerFor(checkKeySource(oldSource));
+    const newProvider = providerFor(checkKeySource(newSource));
+    try {
+      const ctx: RotationContext = {
+        records: this.#records,
+        resolve: (provider, d) => this.#resolve(provider, d),
+        unseal: (provider, record) => this.#unseal(provider, record),
+      };
+      return await withSlotKeysLock(this.root, () => rotateProtector(ctx, oldProvider, newProvider, descriptor));
+    } finally {
+      oldProvider.close();
+      newProvider.close();
+    }
+  }
+
+  /** The record a provider should open. */
+  async #resolve(provider: KeySourceProvider, descriptor?: string): Promise<ProtectorRecord> {
+    const storage = storageOf(provider.source);
+    if (descriptor !== undefined) {
+      const d = normalizeHex(descriptor, PROTECTOR_DESCRIPTOR, 'protector descriptor');
+      const record = (await this.#records.readProtector(storage, d)) ?? (await this.#records.readProtector(storage === 'kms' ? 'fscrypt' : 'kms', d));
+      if (record === null) {
+        throw new FscryptError(`slot '${this.root}' has no protector ${d}`, { code: 'ENOENT', path: this.#records.protectorPath(storage, d) });
+      }
+      const kind = sourceOf(record);
+      if (kind !== provider.source) {
+        const hint = kind === 'pam_passphrase' ? 'it is a login protector, which fscrypt-local does not open' : `open it with a '${SOURCE_KIND[kind]}:' key source`;
+        throw new FscryptError(`${provider.description} cannot open protector ${d} of slot '${this.root}': it is a ${kind} protector (${hint})`, {
+          code: 'ERR_WRONG_KEY',
+          path: this.#records.protectorPath(record.storage, d),
+        });
+      }
+      return record;
+    }
+    const candidates = (await this.#records.listProtectors(storage)).filter((r) => sourceOf(r) === provider.source);
+    if (candidates.length === 1) return candidates[0]!;
+    if (candidates.length === 0) {
+      throw new FscryptError(`slot '${this.root}' has no ${provider.source} protector for ${provider.description}; create one first`, { code: 'ERR_STATE' });
+    }
+    throw new FscryptError(
+      `slot '${this.root}' has ${candidates.length} ${provider.source} protectors (${candidates.map((r) => r.data.descriptor).join(', ')}); name the one to open by its descriptor`,
+      { code: 'ERR_STATE' },
+    );
+  }
+
+  /** P from a record, checked against the record's descriptor. */
+  async #unseal(provider: KeySourceProvider, record: ProtectorRecord): Promise<Buffer> {
+    const d = record.data.descriptor;
+    const key = await provider.unseal(record);
+    const where = `protector ${d} (${JSON.stringify(record.data.name.slice(0, 64))}) of slot '${this.root}'`;
+    const path = this.#records.protectorPath(record.storage, d);
+    if (key === null) {
+      const why = record.storage === 'kms' ? 'the plugin refused to decrypt it (another KEK, or an altered record)' : 'wrong key, or the protector file was altered';
+      throw new FscryptError(`${provider.description} does not open ${where}: ${why}. Nothing was changed`, { code: 'ERR_WRONG_KEY', path });
+    }
+    if (key.length !== PROTECTOR_KEY_SIZE || keyDescriptor(key) !== d) {
+      wipe(key);
+      if (record.storage === 'kms') {
+        throw new FscryptError(`${provider.description} does not open ${where}: it decrypted to a different key. Nothing was changed`, { code: 'ERR_WRONG_KEY', path });
+      }
+      throw badMetadata(path, 'the key it wraps does not match its descriptor');
+    }
+    return key;
+  }
+
+  [inspect.custom](): string {
+    return `SlotKeys { root: '${this.root}' }`;
+  }
+}
