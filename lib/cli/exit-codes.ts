@@ -1,0 +1,72 @@
+// What the fscrypt-local command exits with, and which failure maps to which
+// code. This is the one place error codes (FscryptError's, Node's errno
+// names, commander's) become exit codes, so scripts can branch on them.
+
+/** Exit codes, documented in `fscrypt-local --help` and docs/cli.md. */
+export const EXIT = {
+  OK: 0,
+  /** The operation failed for another reason (the message says why and what to do). */
+  FAILED: 1,
+  /** Bad command line: unknown command or option, missing argument, bad --key-source syntax. */
+  USAGE: 2,
+  /** `smoke`: at least one check failed. */
+  SMOKE_FAILED: 3,
+  /** Files or the slot are in use: busy files, published targets, another process holding the slot. */
+  BUSY: 4,
+  /** The key source does not open this slot's protector. */
+  WRONG_KEY: 5,
+  /** The key source cannot be used: file unreadable or of the wrong size, KMS plugin unreachable. */
+  KEY_SOURCE: 6,
+  /** The filesystem or kernel cannot do fscrypt (no encrypt feature, tmpfs, no CONFIG_FS_ENCRYPTION). */
+  NOT_SUPPORTED: 7,
+  /** The slot or volume is missing or not in the state the command needs (not initialized, no volume, erased). */
+  STATE: 8,
+  /** Interrupted (SIGINT / SIGTERM); whatever was made for the command was cleaned up. */
+  INTERRUPTED: 130,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+/** A mistake on the command line, found before anything was done. */
+export class UsageError extends Error {
+  readonly code = 'ERR_USAGE';
+}
+Object.defineProperty(UsageError.prototype, 'name', { value: 'UsageError' });
+
+const BY_CODE: ReadonlyMap<string, ExitCode> = new Map<string, ExitCode>([
+  ['ERR_USAGE', EXIT.USAGE],
+  ['ERR_INVALID_ARG', EXIT.USAGE],
+  ['ERR_BUSY', EXIT.BUSY],
+  ['EBUSY', EXIT.BUSY],
+  ['ERR_WRONG_KEY', EXIT.WRONG_KEY],
+  ['ERR_KEY_SOURCE', EXIT.KEY_SOURCE],
+  ['ERR_NOT_SUPPORTED', EXIT.NOT_SUPPORTED],
+  ['EOPNOTSUPP', EXIT.NOT_SUPPORTED],
+  ['ENOTTY', EXIT.NOT_SUPPORTED],
+  ['ERR_STATE', EXIT.STATE],
+  ['ENOENT', EXIT.STATE],
+  ['ENOTDIR', EXIT.STATE],
+]);
+
+/** The `code` of any error (FscryptError, Node system error, UsageError), or a generic one. */
+export function errorCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.length > 0 ? code : 'ERR_FAILED';
+}
+
+export function exitCodeFor(error: unknown): ExitCode {
+  return BY_CODE.get(errorCode(error)) ?? EXIT.FAILED;
+}
+
+/** The exit-code table for help texts. */
+export const EXIT_CODES_HELP = `Exit codes:
+  0    ok
+  1    the operation failed (the message says why and what to do)
+  2    usage error: bad command, option, argument or --key-source syntax
+  3    smoke: at least one check failed
+  4    busy: files in use, volume published, or slot held by another process
+  5    wrong key: the key source does not open this slot
+  6    key source unusable: file unreadable or wrong size, KMS plugin unreachable
+  7    not supported: filesystem without the encrypt feature, tmpfs, old kernel
+  8    state: slot not initialized, no volume, path not found, volume erased
+  130  interrupted (SIGINT/SIGTERM)`;

@@ -1,0 +1,73 @@
+// Where a command's result and errors go: human text, or one JSON document
+// on stdout with `--json` (`{ ok: true, ... }` or `{ ok: false, error }`).
+// Progress is not output: it goes to stderr (progress.ts), so stdout stays
+// parseable.
+import { errorCode, exitCodeFor, type ExitCode } from './exit-codes.js';
+
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+export interface ErrorReport {
+  code: string;
+  message: string;
+}
+
+/** The error as shown to users: its code and its message (which says what to do), nothing else. */
+export function errorReport(error: unknown): ErrorReport {
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: errorCode(error), message };
+}
+
+/**
+ * JSON.stringify that refuses to print bytes: a Buffer or typed array
+ * reaching the output is a bug (it could be key material), so it is
+ * replaced, never printed.
+ */
+export function safeJson(value: unknown, indent?: number): string {
+  return JSON.stringify(
+    value,
+    (_key, v: unknown) => {
+      if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return '[bytes withheld]';
+      const serializedBuffer = v as { type?: unknown; data?: unknown } | null;
+      if (typeof v === 'object' && serializedBuffer !== null && serializedBuffer.type === 'Buffer' && Array.isArray(serializedBuffer.data)) {
+        return '[bytes withheld]';
+      }
+      if (v instanceof Error) return errorReport(v);
+      return v;
+    },
+    indent,
+  );
+}
+
+export class Output {
+  constructor(
+    readonly json: boolean,
+    private readonly stdout: TextSink = process.stdout,
+    private readonly stderr: TextSink = process.stderr,
+  ) {}
+
+  /** A command's result: `{ ok, ...data }` as JSON, or the human text. */
+  result(data: object, human: string, ok = true): void {
+    if (this.json) this.stdout.write(`${safeJson({ ok, ...data }, 2)}\n`);
+    else if (human.length > 0) this.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
+  }
+
+  /** A warning that does not change the result (stderr, human form only). */
+  warn(text: string): void {
+    this.stderr.write(`fscrypt-local: warning: ${text}\n`);
+  }
+
+  /** Reports a failure and returns the exit code for it. */
+  failure(error: unknown, command?: string): ExitCode {
+    const report = errorReport(error);
+    if (this.json) {
+      this.stdout.write(`${safeJson({ ok: false, error: report }, 2)}\n`);
+    } else {
+      const where = command === undefined ? 'fscrypt-local' : `fscrypt-local ${command}`;
+      this.stderr.write(`${where}: error: ${report.message}\n  (${report.code}, exit ${exitCodeFor(error)})\n`);
+    }
+    if (process.env.FSCRYPT_LOCAL_DEBUG === '1' && error instanceof Error && error.stack) this.stderr.write(`${error.stack}\n`);
+    return exitCodeFor(error);
+  }
+}
