@@ -87,7 +87,9 @@ export interface KmsProtectorRecord {
 }
 
 /** A decoding failure; the caller turns it into ERR_BAD_METADATA naming the file. */
-export class FormatError extends Error {}
+export class FormatError extends Error {
+  override name = 'FormatError';
+}
 
 // ---------------------------------------------------------------- decoding
 

@@ -80,15 +80,16 @@ export class SlotKeys {
       return await withSlotKeysLock(this.root, async () => {
         const storage = storageOf(provider.source);
         const { store } = this.#records;
-        if (storage === 'fscrypt') await store.ensureFscryptDirs();
-        else await store.ensureLocalDirs();
         const key = randomFillSync(allocSecret(PROTECTOR_KEY_SIZE));
         try {
           const descriptor = keyDescriptor(key);
+          // The key source first: if it fails, the slot is left exactly as it was.
+          const record = await provider.seal(key, { descriptor, name });
+          if (storage === 'fscrypt') await store.ensureFscryptDirs();
+          else await store.ensureLocalDirs();
           if (await store.exists(this.#records.protectorPath(storage, descriptor))) {
             throw new FscryptError(`protector ${descriptor} already exists in slot '${this.root}'`, { code: 'EEXIST' });
           }
-          const record = await provider.seal(key, { descriptor, name });
           await this.#records.writeProtector(record);
           const opened = new OpenSlotProtector(this.#records, key, protectorInfo(record));
           return opened;
