@@ -2,6 +2,7 @@
 // and its on-disk metadata, in google/fscrypt's format. See docs/keys.md.
 export { checkKeySource, describeKeySource, parseKeySource, type Argon2Costs, type KeySourceSpec } from './key-source.js';
 export { newPolicyKey, SlotKeys } from './slot-keys.js';
+export { allocSecret, wipe } from './secret.js';
 export { POLICY_OPTIONS, type OpenProtector } from './open-protector.js';
 export type { PolicyInfo, ProtectorInfo } from './slot-records.js';
 export type { RotationStep } from './rotation.js';
