@@ -12,7 +12,8 @@
 //     bench/results/ are gitignored outputs.
 //
 //   npm run bench                      every benchmark, reports on stdout
-//   npm run bench -- --json            one JSON document: { benchmarks: { <name>: <its document> }, failed: [...] }
+//   npm run -s bench -- --json         one JSON document: { benchmarks: { <name>: <its document> }, failed: [...] }
+//                                      (-s: otherwise npm prints its own banner on stdout first)
 //   npm run bench -- kernel [--json]   only the named benchmarks
 //
 // The package is built first (npm run build) so dist/ matches lib/; the
