@@ -13,10 +13,11 @@
 // inode it reaches against the one it remembered, so a depth of 10,000 costs
 // no more descriptors than a depth of 1. Nothing is remembered between runs:
 // a half-deleted tree (after an abort or a crash) is just a smaller tree.
-import { constants, readFileSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { lstat, open, opendir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
+import { mountIdOfFd } from './mounts-location.js';
 
 export interface RemoveProgress {
   /** Non-directories removed so far (files, symlinks, devices, sockets, FIFOs). */
@@ -75,18 +76,6 @@ function fdPath(handle: FileHandle, name?: string): string {
 
 function errnoOf(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/**
- * The mount an open file belongs to, from /proc/self/fdinfo (unlike st_dev,
- * this tells bind mounts of one filesystem apart). Read synchronously: procfs
- * never waits for a disk, and a thread-pool round trip costs more than the read.
- */
-function mountIdOf(handle: FileHandle): number {
-  const info = readFileSync(`/proc/self/fdinfo/${handle.fd}`, 'utf8');
-  const match = /^mnt_id:\s*(\d+)$/m.exec(info);
-  if (!match) throw new FscryptError('/proc/self/fdinfo has no mnt_id (kernel older than 3.15?)', { code: 'ERR_NOT_SUPPORTED' });
-  return Number(match[1]);
 }
 
 function assertSafeName(name: string, whereLazily: () => string): void {
@@ -302,7 +291,7 @@ class TreeWalk {
         return;
       }
       // A bind mount of this same filesystem has the same st_dev: only the mount id tells.
-      if (mountIdOf(child) !== this.rootMountId) {
+      if (mountIdOfFd(child.fd) !== this.rootMountId) {
         this.keepMount(level, name);
         return;
       }
@@ -443,9 +432,9 @@ export async function removeTree(root: string, options: RemoveTreeOptions = {}):
     rootHandle = await openDirectory(fdPath(parent, name), absolute);
     const rootStat = await rootHandle.stat({ bigint: true });
     const parentStat = await parent.stat({ bigint: true });
-    const rootMountId = mountIdOf(rootHandle);
+    const rootMountId = mountIdOfFd(rootHandle.fd);
     // Something mounted on the root itself: its contents are not ours to delete.
-    if (rootStat.dev !== parentStat.dev || rootMountId !== mountIdOf(parent)) {
+    if (rootStat.dev !== parentStat.dev || rootMountId !== mountIdOfFd(parent.fd)) {
       return { files: 0, dirs: 0, skippedMounts: [absolute] };
     }
 

@@ -1,0 +1,64 @@
+// Where a path really is, as the kernel resolves it: which mount it lies on
+// and which directory of which filesystem that is. Comparing (device, path on
+// the filesystem) instead of path strings is what makes a bind mount of
+// <slot>/vol-1 at a kubelet target recognisable as vol-1, wherever the slot's
+// filesystem is mounted, and keeps vol-1 apart from vol-10 on the same disk.
+import { readFileSync } from 'node:fs';
+import { open, readlink } from 'node:fs/promises';
+import { posix } from 'node:path';
+import { FscryptError, isWithin, readMountInfo, type MountInfo } from '../kernel/index.js';
+
+// Not in fs.constants. Opens a name without opening the file (no ENOKEY on a
+// locked encrypted file, no blocking on a FIFO); value for x86-64 and arm64.
+const O_PATH = 0o10000000;
+
+export interface FsLocation {
+  /** The kernel's canonical path (symlinks resolved, as mount(2) resolves them). */
+  path: string;
+  /** The mount the path lies on: for a mount point, the top mount there. */
+  mount: MountInfo;
+  /** "major:minor" of the filesystem. */
+  device: string;
+  /** The path from the root of that filesystem, comparable with a mount's `root` field. */
+  fsPath: string;
+}
+
+/** The mount an open file lies on (/proc/self/fdinfo; exact where path prefixes are not, e.g. under overmounts). */
+export function mountIdOfFd(fd: number): number {
+  // procfs never waits for a disk: a synchronous read is cheaper than a thread-pool round trip.
+  const match = /^mnt_id:\s*(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  if (!match) throw new FscryptError('/proc/self/fdinfo has no mnt_id (Linux 3.15 or later is needed)', { code: 'ERR_NOT_SUPPORTED' });
+  return Number(match[1]);
+}
+
+/** `path` as seen from the root of the filesystem mounted as `mount` (`path` must lie on that mount). */
+export function pathOnFilesystem(path: string, mount: MountInfo): string {
+  if (!isWithin(path, mount.mountPoint)) {
+    throw new FscryptError(`'${path}' is not under the mount point '${mount.mountPoint}'`, { code: 'ERR_STATE', path });
+  }
+  // No normalising join: a root of a deleted directory ends in "//deleted", which must not become "/deleted".
+  const relative = posix.relative(mount.mountPoint, path);
+  if (relative === '') return mount.root;
+  return mount.root.endsWith('/') ? `${mount.root}${relative}` : `${mount.root}/${relative}`;
+}
+
+/**
+ * Resolves `path` the way the kernel does and tells which mount and which
+ * directory of which filesystem it is. ENOENT if it does not exist.
+ */
+export async function locate(path: string, mounts?: MountInfo[]): Promise<FsLocation> {
+  const handle = await open(path, O_PATH);
+  try {
+    const resolved = await readlink(`/proc/self/fd/${handle.fd}`);
+    const id = mountIdOfFd(handle.fd);
+    let mount = (mounts ?? (await readMountInfo())).find((m) => m.id === id);
+    // A mount made after `mounts` was read: read the table again.
+    if (mount === undefined && mounts !== undefined) mount = (await readMountInfo()).find((m) => m.id === id);
+    if (mount === undefined) {
+      throw new FscryptError(`mount ${id} of '${path}' is not in /proc/self/mountinfo`, { code: 'ERR_STATE', path });
+    }
+    return { path: resolved, mount, device: mount.device, fsPath: pathOnFilesystem(resolved, mount) };
+  } finally {
+    await handle.close();
+  }
+}
