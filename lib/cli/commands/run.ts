@@ -13,7 +13,7 @@ export function registerRun(program: Command, state: RunState): void {
     .argument('[ARGS...]')
     .allowUnknownOption(true)
     .option('--json', 'print the result as one JSON document on stdout');
-  command.addHelpText('after', '\nExamples:\n  (none: the DaemonSet in deploy/ runs it)\n\nExit codes:\n  2    always: the command is reserved\n');
+  command.addHelpText('after', '\nExamples:\n  fscrypt-local run    # only the DaemonSet in deploy/ runs it; anywhere else it exits 2\n\nExit codes:\n  2    always here: the command is reserved for the agent\n');
   command.action(
     action(state, 'run', async () => {
       throw new UsageError('`run` is reserved for the Kubernetes node agent (started by the DaemonSet in deploy/); see `fscrypt-local --help` for the admin commands');

@@ -40,6 +40,8 @@ interface Context {
   /** A random, recognisable plaintext: the unit repeated fills the marker file. */
   markerUnit: Buffer;
   markerName: string;
+  /** The control file's name: unrelated to markerName, which must not be found on disk. */
+  controlName: string;
   /** Plaintext in an unencrypted file: proves the on-disk check can see file data at all. */
   controlUnit: Buffer;
   /** pool: where the marker and control files lie on the device (found while unlocked). */
@@ -74,6 +76,7 @@ export async function runLifecycle(site: LifecycleSite, checklist: Checklist, pr
     cleanup,
     markerUnit: Buffer.from(`FSCRYPT-LOCAL-SMOKE-PLAINTEXT-${tag}|`),
     markerName: `smoke-marker-${tag}.txt`,
+    controlName: `.fscrypt-local-smoke-control-${randomBytes(8).toString('hex')}`,
     controlUnit: Buffer.from(`FSCRYPT-LOCAL-SMOKE-CONTROL-${tag}|`),
     trash: commandTrash(progress),
   };
@@ -159,7 +162,7 @@ async function writeReadStep(c: Context): Promise<CheckOutcome> {
   const marker = repeated(c.markerUnit, MARKER_SIZE);
   const markerPath = join(volume.path, c.markerName);
   await writeDurably(markerPath, marker);
-  const controlPath = join(slot, `.smoke-control-${c.markerName}`);
+  const controlPath = join(slot, c.controlName);
   await writeDurably(controlPath, repeated(c.controlUnit, MARKER_SIZE));
   c.cleanup.push(`remove ${controlPath}`, () => rm(controlPath, { force: true }));
   const back = await readFile(markerPath);
@@ -216,11 +219,14 @@ async function ciphertextStep(c: Context): Promise<CheckOutcome> {
   await runTool('sync', ['-f', slot]);
   if (c.site.mode === 'scratch') {
     const image = need(c.site.image, 'image');
-    const [content, name, control] = await scanFile(image, [c.markerUnit, Buffer.from(c.markerName), c.controlUnit]);
-    if (!control) throw new CheckFailure(`the scan of ${image} did not find the plaintext control file: the image does not show what was written, so the check proves nothing`);
+    const needles = [c.markerUnit, Buffer.from(c.markerName), c.controlUnit, Buffer.from(c.controlName)];
+    const [content, name, control, controlName] = await scanFile(image, needles);
+    if (!control || !controlName) {
+      throw new CheckFailure(`the scan of ${image} did not find the plaintext control file (${control ? 'its name' : 'its data'}): the image does not show what was written, so the check proves nothing`);
+    }
     if (content) throw new CheckFailure(`the plaintext written to the encrypted volume is on the raw image ${image}: the data is NOT encrypted on disk`);
     if (name) throw new CheckFailure(`the plaintext file name is on the raw image ${image}: file names are NOT encrypted on disk`);
-    return 'after `sync -f`, the whole image holds neither the plaintext nor the file name (a plaintext control file outside the volume is found)';
+    return 'after `sync -f`, the whole image holds neither the plaintext nor the file name (a plaintext control file outside the volume, name and data, is found)';
   }
   const extents = c.extents;
   if (extents === undefined || 'error' in extents) {

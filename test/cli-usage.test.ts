@@ -1,0 +1,127 @@
+// The fscrypt-local command line itself, run as a child process the way an
+// admin runs it: help with an example on every command, the exit-code
+// contract for usage errors, and JSON errors with --json. The CLI runs from
+// its TypeScript source with tap's loader (process.execArgv), so the test
+// always exercises the code under test, never a stale dist/ build.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+
+const CLI = fileURLToPath(new URL('../lib/cli/main.ts', import.meta.url));
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[]): CliResult {
+  const child = spawnSync(process.execPath, [...process.execArgv, CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: child.status, stdout: child.stdout, stderr: child.stderr };
+}
+
+function json(result: CliResult): Record<string, unknown> & { ok: boolean; error?: { code: string; message: string } } {
+  return JSON.parse(result.stdout) as Record<string, unknown> & { ok: boolean; error?: { code: string; message: string } };
+}
+
+const COMMANDS = ['smoke', 'status', 'init-slot', 'prepare', 'unlock', 'lock', 'erase', 'rotate', 'reconcile', 'run'];
+
+t.test('--help of every command shows its usage, an example of it, --json and the exit codes', async (t) => {
+  for (const command of COMMANDS) {
+    const result = cli([command, '--help']);
+    t.equal(result.code, 0, `${command} --help exits 0`);
+    t.match(result.stdout, new RegExp(`^Usage: fscrypt-local ${command}`), `${command}: usage line`);
+    const examples = result.stdout.split('Examples:\n')[1] ?? '';
+    t.match(examples, new RegExp(`^  (sudo )?fscrypt-local ${command}\\b`, 'm'), `${command}: an example running it`);
+    t.match(result.stdout, /--json/, `${command}: --json`);
+    t.match(result.stdout, /Exit codes:\n/, `${command}: exit codes`);
+  }
+});
+
+t.test('the top-level help lists every command and the whole exit-code table', async (t) => {
+  const result = cli(['--help']);
+  t.equal(result.code, 0);
+  for (const command of COMMANDS) t.match(result.stdout, new RegExp(`^  ${command}\\b`, 'm'), `lists ${command}`);
+  for (const code of [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]) t.match(result.stdout, new RegExp(`^  ${code} +\\S`, 'm'), `documents exit code ${code}`);
+});
+
+t.test('--version prints the package version', async (t) => {
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  const result = cli(['--version']);
+  t.equal(result.code, 0);
+  t.equal(result.stdout.trim(), version);
+});
+
+t.test('usage errors exit 2 and say what is wrong', async (t) => {
+  const none = cli([]);
+  t.equal(none.code, 2, 'no command');
+  t.match(none.stdout, /Usage: fscrypt-local/, 'no command prints the help');
+
+  const unknown = cli(['frobnicate']);
+  t.equal(unknown.code, 2, 'unknown command');
+  t.match(unknown.stderr, /unknown command 'frobnicate'/);
+
+  const missing = cli(['init-slot']);
+  t.equal(missing.code, 2, 'missing argument');
+  t.match(missing.stderr, /missing required argument 'SLOT'/);
+
+  const noSource = cli(['prepare', '/mnt/disks/ssd0']);
+  t.equal(noSource.code, 2, 'missing --key-source');
+  t.match(noSource.stderr, /--key-source SOURCE is required/);
+
+  const eraseNoSource = cli(['erase', '/mnt/disks/ssd0']);
+  t.equal(eraseNoSource.code, 2, 'erase without --key-source and without --no-prepare');
+  t.match(eraseNoSource.stderr, /--no-prepare/);
+
+  const badSize = cli(['smoke', '--size-mib', '3']);
+  t.equal(badSize.code, 2, 'smoke --size-mib out of range');
+
+  const badTimeout = cli(['lock', '/mnt/disks/ssd0', '--busy-timeout', 'soon']);
+  t.equal(badTimeout.code, 2, 'lock --busy-timeout not a number');
+});
+
+t.test('an unknown option with --json is a JSON usage error on stdout, exit 2', async (t) => {
+  const result = cli(['status', '/tmp', '--json', '--colour']);
+  t.equal(result.code, 2);
+  const body = json(result);
+  t.equal(body.ok, false);
+  t.equal(body.error?.code, 'ERR_USAGE');
+  t.match(body.error?.message, /unknown option '--colour'/);
+});
+
+t.test('a malformed --key-source is a usage error that never echoes the value', async (t) => {
+  const secretish = 'correct-horse-battery-staple';
+  for (const args of [['--key-source', secretish], ['--key-source', `vault:${secretish}`]]) {
+    const result = cli(['init-slot', '/mnt/disks/ssd0', ...args, '--json']);
+    t.equal(result.code, 2, `${args[1]!.split(':')[0]}...: exit 2`);
+    const body = json(result);
+    t.equal(body.error?.code, 'ERR_USAGE');
+    t.match(body.error?.message, /file:PATH/, 'says what a key source looks like');
+    t.notMatch(result.stdout + result.stderr, secretish, 'the value is not echoed');
+  }
+  const human = cli(['unlock', '/mnt/disks/ssd0', '--key-source', secretish]);
+  t.equal(human.code, 2);
+  t.match(human.stderr, /fscrypt-local unlock: error: --key-source: /, 'human form on stderr');
+  t.equal(human.stdout, '', 'nothing on stdout');
+  t.notMatch(human.stderr, secretish);
+});
+
+t.test('status with no PATH explains what to pass, exit 2', async (t) => {
+  const result = cli(['status']);
+  t.equal(result.code, 2);
+  t.match(result.stderr, /a slot root/);
+  t.match(result.stderr, /a directory holding slots/);
+  t.match(result.stderr, /fscrypt-local status \/mnt\/disks/);
+  const asJson = json(cli(['status', '--json']));
+  t.equal(asJson.error?.code, 'ERR_USAGE');
+});
+
+t.test('run is reserved for the agent: exit 2, whatever its arguments', async (t) => {
+  const result = cli(['run', '--config', '/etc/fscrypt-local/config.yaml']);
+  t.equal(result.code, 2);
+  t.match(result.stderr, /reserved for the Kubernetes node agent/);
+  const asJson = cli(['run', '--json']);
+  t.equal(asJson.code, 2);
+  t.equal(json(asJson).error?.code, 'ERR_USAGE');
+});
