@@ -179,6 +179,38 @@ t.test('a directory swapped for a symlink to outside during the walk is unlinked
   t.same(result.skippedMounts, []);
 });
 
+t.test('a directory moved out of the tree under the walk: its new parent is never taken for the old one', async (t) => {
+  const tree = join(trash, 'moved');
+  mkdirSync(join(tree, 'top', 'mid', 'leaf'), { recursive: true });
+  for (let i = 0; i < 5; i++) writeFileSync(join(tree, 'top', 'mid', 'leaf', `f${i}`), 'x');
+  for (const name of ['other1', 'other2', 'other3']) {
+    mkdirSync(join(tree, 'top', name));
+    writeFileSync(join(tree, 'top', name, 'f'), 'x');
+  }
+  // Where `mid` goes: it holds decoys named like top's other children.
+  const decoys = join(slot, 'outside', 'decoys');
+  for (const name of ['other1', 'other2', 'other3']) {
+    mkdirSync(join(decoys, name), { recursive: true });
+    writeFileSync(join(decoys, name, 'precious'), `decoy ${name}`);
+  }
+  let moved = false;
+  const result = await removeTree(tree, {
+    onProgress() {
+      // Right after `leaf` is removed, the walk stands in `mid`: move `mid` away.
+      if (moved || exists(join(tree, 'top', 'mid', 'leaf')) || !exists(join(tree, 'top', 'mid'))) return;
+      renameSync(join(tree, 'top', 'mid'), join(decoys, 'mid'));
+      moved = true;
+    },
+  });
+  t.ok(moved, 'mid was moved while the walk was inside it');
+  t.notOk(exists(tree), 'the rest of the tree is gone');
+  t.ok(exists(join(decoys, 'mid')), 'the moved directory was not removed from its new parent');
+  for (const name of ['other1', 'other2', 'other3']) {
+    t.equal(readFileSync(join(decoys, name, 'precious'), 'utf8'), `decoy ${name}`, `decoy ${name} intact`);
+  }
+  t.same(result.skippedMounts, []);
+});
+
 t.test('a chain 6,000 directories deep is removed with a bounded number of open descriptors', async (t) => {
   const tree = join(trash, 'deep');
   const depth = 6000;

@@ -13,6 +13,15 @@
 // inode it reaches against the one it remembered, so a depth of 10,000 costs
 // no more descriptors than a depth of 1. Nothing is remembered between runs:
 // a half-deleted tree (after an abort or a crash) is just a smaller tree.
+//
+// What a concurrent writer can and cannot do: a symlink or a mount swapped in
+// is never followed or crossed; a directory moved out of the tree while the
+// walk is inside it is noticed at the next `..` check (before each rescan and
+// each climb), and the walk then restarts from the root without acting
+// through the new parent. Until then it may finish emptying that directory,
+// as openat-based rm(1) would: only someone with write access to the tree can
+// move things, and they could delete those entries themselves. The trash is
+// the agent's own (0700), so in practice nobody else writes there.
 import { constants } from 'node:fs';
 import { lstat, open, opendir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
