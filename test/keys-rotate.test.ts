@@ -7,7 +7,7 @@
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { isFscryptError, keyIdentifier } from '../lib/kernel/index.js';
 import { newPolicyKey, SlotKeys, slotLayout, type KeySourceSpec, type RotationStep } from '../lib/keys/index.js';
 import { rejection } from './fixtures/helpers.js';
@@ -79,7 +79,7 @@ async function preparedSlot(source: KeySourceSpec): Promise<{ root: string; slot
   return { root, slot, keys, descriptor: open.descriptor };
 }
 
-async function assertCompleted(t: Tap.Test, root: string, slot: SlotKeys, oldSource: KeySourceSpec, newSource: KeySourceSpec, keys: Buffer[], descriptor: string, policies: Record<string, string>): Promise<void> {
+async function assertCompleted(t: Test, root: string, slot: SlotKeys, oldSource: KeySourceSpec, newSource: KeySourceSpec, keys: Buffer[], descriptor: string, policies: Record<string, string>): Promise<void> {
   t.ok(await opens(slot, newSource, keys), 'the new source opens it');
   t.notOk(await opens(slot, oldSource, keys), 'the old source no longer does');
   const protectors = await slot.listProtectors();
@@ -89,10 +89,6 @@ async function assertCompleted(t: Tap.Test, root: string, slot: SlotKeys, oldSou
   t.same(await readdir(layout.eraseDir), [], 'nothing left to erase');
   t.same(await readdir(layout.tmpDir), [], 'no temp files left');
   t.same(await snapshotTree(layout.policiesDir), policies, 'policy files untouched');
-}
-
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
 }
 
 for (const scenario of SCENARIOS) {
