@@ -1,0 +1,69 @@
+// Finishing or undoing a hook that stopped half-way (a crash, kill -9, a
+// failed step). Both directions are idempotent: each action checks what is
+// already done, so recovery itself may be interrupted and run again.
+//
+// - An interrupted prepare is rolled back: the generation was never handed
+//   out (no PV is created before `ready`), so nothing of value is lost.
+// - An interrupted erase is rolled forward: the tenant is gone and the
+//   decision to destroy the key was recorded before anything was touched.
+import { lstat, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SlotKeys } from '../keys/index.js';
+import { step, type HookOptions } from './hook-options.js';
+import { removalOptions, removeVolumeKey } from './key-residency.js';
+import { slotPaths, volumePath } from './slot-layout.js';
+import { writeSlotState, type SlotState } from './slot-state.js';
+import { defaultTrash } from './trash.js';
+import { removeTree } from './tree-remover.js';
+
+/** Recovers a slot whose volume is `preparing` or `erasing`; returns the new state. */
+export async function recoverInterrupted(slot: string, state: SlotState, options: HookOptions): Promise<SlotState> {
+  if (state.volume?.phase === 'preparing') return rollBackPrepare(slot, state, options);
+  if (state.volume?.phase === 'erasing') return finishErase(slot, state, options);
+  return state;
+}
+
+export async function rollBackPrepare(slot: string, state: SlotState, options: HookOptions): Promise<SlotState> {
+  const volume = state.volume!;
+  const dir = volumePath(slot, volume.generation);
+  await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'prepare', options));
+  // The directory holds at most the probe file: it was never published.
+  if (await exists(dir)) await removeTree(dir);
+  await new SlotKeys(slot).destroyPolicy(volume.identifier);
+  state.volume = null;
+  await writeSlotState(slot, state);
+  options.onProgress?.({ hook: 'reconcile', kind: 'note', message: `rolled back the interrupted prepare of ${volume.name}` });
+  return state;
+}
+
+/**
+ * The erase steps after the intent is recorded: key out of the kernel, the
+ * wrapped key destroyed (crypto-erase), the ciphertext moved to the trash for
+ * background deletion, the slot emptied.
+ */
+export async function finishErase(slot: string, state: SlotState, options: HookOptions): Promise<SlotState> {
+  const volume = state.volume!;
+  const dir = volumePath(slot, volume.generation);
+  await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'erase', options));
+  await step('erase', 'key-removed', options);
+
+  await new SlotKeys(slot).destroyPolicy(volume.identifier);
+  await step('erase', 'policy-destroyed', options);
+
+  const trashed = join(slotPaths(slot).trashDir, volume.name);
+  if (await exists(dir)) await rename(dir, trashed);
+  await step('erase', 'moved-to-trash', options);
+
+  state.volume = null;
+  await writeSlotState(slot, state);
+  await step('erase', 'done', options);
+  (options.trash ?? defaultTrash()).add(trashed);
+  return state;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
+}

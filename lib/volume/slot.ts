@@ -1,0 +1,157 @@
+// Slots: initialising one, opening its protector, finding the volume a path
+// names, and describing a slot's state for `status`.
+import { lstat, mkdir, readdir, realpath } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { FscryptError, getKeyStatus, probe, type KeyStatus } from '../kernel/index.js';
+import { SlotKeys, type KeySourceSpec, type OpenProtector } from '../keys/index.js';
+import type { Volume } from './hook-options.js';
+import { isBindOf } from './mounts.js';
+import { parseVolumeName, slotPaths, volumePath, VOLUME_NAME_PATTERN } from './slot-layout.js';
+import { readSlotState, writeSlotState, type SlotState, type VolumePhase } from './slot-state.js';
+import { withSlotLock } from './slot-lock.js';
+
+export interface InitSlotOptions {
+  /** Protector name shown by `fscrypt status` (default "fscrypt-local"). */
+  name?: string;
+}
+
+export interface SlotInfo {
+  root: string;
+  protector: string;
+  created: boolean;
+}
+
+/**
+ * Makes a directory on an encrypt-capable filesystem a slot: creates its
+ * protector under the key source and its state. Idempotent: an initialised
+ * slot whose protector opens with the same source is left as it is.
+ */
+export async function initSlot(root: string, source: KeySourceSpec, options: InitSlotOptions = {}): Promise<SlotInfo> {
+  const slot = await slotRoot(root);
+  const support = await probe(slot);
+  if (!support.supported) {
+    throw new FscryptError(`cannot use '${slot}' as a slot: ${support.reason}. To fix: ${support.remedy}`, { code: 'ERR_NOT_SUPPORTED', path: slot });
+  }
+  const paths = slotPaths(slot);
+  await mkdir(paths.stateDir, { mode: 0o700, recursive: true });
+  await mkdir(paths.trashDir, { mode: 0o700, recursive: true });
+  return withSlotLock(slot, async () => {
+    const keys = new SlotKeys(slot);
+    const existing = await readSlotState(slot).catch((error: unknown) => {
+      if (error instanceof FscryptError && error.code === 'ERR_STATE') return undefined;
+      throw error;
+    });
+    if (existing) {
+      (await keys.openProtector(source, existing.protector)).close(); // proves the source fits
+      return { root: slot, protector: existing.protector, created: false };
+    }
+    // A crash between creating the protector and writing the state leaves a
+    // protector this source opens: adopt it rather than making a second one.
+    let descriptor: string | undefined;
+    try {
+      const open = await keys.openProtector(source);
+      descriptor = open.descriptor;
+      open.close();
+    } catch (error) {
+      if (!(error instanceof FscryptError) || error.code === 'ERR_WRONG_KEY') throw error;
+    }
+    descriptor ??= (await keys.createProtector(source, { name: options.name ?? 'fscrypt-local' })).descriptor;
+    await writeSlotState(slot, { version: 1, protector: descriptor, nextGeneration: 1, volume: null });
+    return { root: slot, protector: descriptor, created: true };
+  });
+}
+
+/** Opens the slot's protector with a key source: the handle prepare and unlock need. */
+export async function openSlotProtector(root: string, source: KeySourceSpec): Promise<OpenProtector> {
+  const slot = await slotRoot(root);
+  const state = await readSlotState(slot);
+  return new SlotKeys(slot).openProtector(source, state.protector);
+}
+
+/** The real path of a slot root, which must be a directory (never a symlink). */
+export async function slotRoot(root: string): Promise<string> {
+  if (typeof root !== 'string' || !root.startsWith('/')) {
+    throw FscryptError.invalidArgument(`a slot must be an absolute path, got ${JSON.stringify(root)}`);
+  }
+  const stat = await lstat(root);
+  if (!stat.isDirectory()) {
+    throw new FscryptError(`'${root}' is not a directory (a slot root is never a symlink)`, { code: 'ERR_UNSAFE_PATH', path: root });
+  }
+  return realpath(root);
+}
+
+export function volumeOf(slot: string, state: SlotState): Volume | undefined {
+  const v = state.volume;
+  if (!v) return undefined;
+  return { slot, name: v.name, path: volumePath(slot, v.generation), generation: v.generation, identifier: v.identifier };
+}
+
+/**
+ * The volume a path names: a slot root (its current volume) or a volume
+ * directory vol-<n> directly inside a slot.
+ */
+export async function resolveVolume(path: string): Promise<Volume> {
+  const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
+  const candidate = await realpath(absolute);
+  const isSlot = await lstat(slotPaths(candidate).stateFile).then(() => true, () => false);
+  const slot = isSlot ? candidate : dirname(candidate);
+  const state = await readSlotState(slot);
+  const volume = volumeOf(slot, state);
+  if (!isSlot) {
+    parseVolumeName(basename(candidate));
+    if (volume?.name !== basename(candidate)) {
+      throw new FscryptError(`'${candidate}' is not the current volume of slot '${slot}' (that is ${volume?.name ?? 'none'})`, { code: 'ERR_STATE', path: candidate });
+    }
+  }
+  if (!volume) {
+    throw new FscryptError(`slot '${slot}' has no volume. To fix: run \`fscrypt-local prepare ${slot} --key-source ...\``, { code: 'ERR_STATE', path: slot });
+  }
+  return volume;
+}
+
+export interface SlotStatus {
+  root: string;
+  protector: string;
+  volume: null | {
+    name: string;
+    path: string;
+    generation: number;
+    identifier: string;
+    phase: VolumePhase;
+    key: KeyStatus['status'];
+    adminUnlocked: boolean;
+    targets: { path: string; readonly: boolean; mounted: boolean }[];
+  };
+  /** Retired generations still being deleted. */
+  trash: string[];
+  /** Directories in the slot that look like volumes but are not the current one. */
+  strayVolumes: string[];
+}
+
+export async function slotStatus(root: string): Promise<SlotStatus> {
+  const slot = await slotRoot(root);
+  const state = await readSlotState(slot);
+  const v = state.volume;
+  const [trash, entries] = await Promise.all([readdir(slotPaths(slot).trashDir).catch(() => []), readdir(slot)]);
+  const status: SlotStatus = {
+    root: slot,
+    protector: state.protector,
+    volume: null,
+    trash: trash.sort(),
+    strayVolumes: entries.filter((name) => VOLUME_NAME_PATTERN.test(name) && name !== v?.name).sort(),
+  };
+  if (v) {
+    const path = volumePath(slot, v.generation);
+    status.volume = {
+      name: v.name,
+      path,
+      generation: v.generation,
+      identifier: v.identifier,
+      phase: v.phase,
+      key: (await getKeyStatus(slot, v.identifier)).status,
+      adminUnlocked: v.adminUnlocked,
+      targets: await Promise.all(v.targets.map(async (t) => ({ ...t, mounted: await isBindOf(t.path, path, { readonly: t.readonly }) }))),
+    };
+  }
+  return status;
+}
