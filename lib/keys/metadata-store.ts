@@ -24,7 +24,7 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { constants } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
 import { badMetadata } from './metadata-format.js';
 
@@ -162,6 +162,22 @@ export class MetadataStore {
     await makeDirectory(this.layout.eraseDir, LOCAL_DIR_MODE);
   }
 
+  /**
+   * Checks every directory from the slot root down to `dir` (each a real,
+   * root-owned directory others cannot write): a symlinked .fscrypt must not
+   * lead reads or writes out of the slot. False when one does not exist.
+   */
+  async checkChain(dir: string): Promise<boolean> {
+    const rel = relative(this.layout.root, dir);
+    if (rel.startsWith('..') || isAbsolute(rel)) throw unsafe(dir, 'it is outside the slot');
+    let current = this.layout.root;
+    for (const part of rel.split(sep).filter(Boolean)) {
+      current = join(current, part);
+      if (!(await checkDirectory(current))) return false;
+    }
+    return true;
+  }
+
   private async checkRoot(): Promise<void> {
     let stat;
     try {
@@ -182,13 +198,14 @@ export class MetadataStore {
    * crashed temp files) are not ours to read and are skipped.
    */
   async list(dir: string, pattern: RegExp): Promise<string[]> {
-    if (!(await checkDirectory(dir))) return [];
+    if (!(await this.checkChain(dir))) return [];
     const names = await readdir(dir);
     return names.filter((name) => pattern.test(name)).sort();
   }
 
   /** True when a metadata file exists (whatever it holds). */
   async exists(path: string): Promise<boolean> {
+    if (!(await this.checkChain(dirname(path)))) return false;
     try {
       await lstat(path);
       return true;
@@ -204,6 +221,7 @@ export class MetadataStore {
    * Returns null when it does not exist.
    */
   async read(path: string, maxBytes: number): Promise<Buffer | null> {
+    if (!(await this.checkChain(dirname(path)))) return null;
     let handle: FileHandle;
     try {
       // O_NONBLOCK: a FIFO planted here must not hang the reader.
@@ -254,6 +272,7 @@ export class MetadataStore {
 
   /** Renames a staged file over `target` and makes the rename durable. */
   async commit(staged: string, target: string): Promise<void> {
+    if (!(await this.checkChain(dirname(target)))) throw unsafe(dirname(target), 'it does not exist');
     await rename(staged, target);
     await fsyncDirectory(join(target, '..'));
   }
@@ -274,6 +293,7 @@ export class MetadataStore {
    * still there intact). Returns false when there was nothing to move.
    */
   async moveToErase(path: string, tag: string): Promise<boolean> {
+    if (!(await this.checkChain(dirname(path)))) return false;
     await this.ensureLocalDirs();
     try {
       await rename(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
@@ -281,7 +301,7 @@ export class MetadataStore {
       if (errnoCode(error) === 'ENOENT') return false;
       throw error;
     }
-    await fsyncDirectory(join(path, '..'));
+    await fsyncDirectory(dirname(path));
     await fsyncDirectory(this.layout.eraseDir);
     return true;
   }
@@ -291,6 +311,7 @@ export class MetadataStore {
    * by a rename the old blocks can still be overwritten.
    */
   async linkToErase(path: string, tag: string): Promise<void> {
+    if (!(await this.checkChain(dirname(path)))) throw unsafe(dirname(path), 'it does not exist');
     await this.ensureLocalDirs();
     await link(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     await fsyncDirectory(this.layout.eraseDir);
