@@ -44,9 +44,12 @@ export async function checkTools(required: string[], optional: string[]): Promis
 export async function checkEncryptFeature(path: string): Promise<CheckOutcome> {
   const result = await probe(path);
   if (result.supported) return `${result.filesystem} at ${path} supports fscrypt (the kernel accepts FS_IOC_ADD_ENCRYPTION_KEY there)`;
-  const remedy = result.filesystem.startsWith('ext')
-    ? result.remedy
-    : `${result.remedy ?? ''}${result.remedy ? '; ' : ''}the pool must be on ext4 with the encrypt feature: \`mkfs.ext4 -O encrypt <device>\` for a new filesystem, or \`tune2fs -O encrypt <device>\` for an existing ext4 one`;
+  // ext4 and f2fs: probe names the exact command for this device. Anything
+  // else cannot be fixed in place: say where the pool must go instead.
+  const remedy =
+    result.filesystem.startsWith('ext') || result.filesystem === 'f2fs'
+      ? result.remedy
+      : `put the pool on ext4 with the encrypt feature: \`mkfs.ext4 -O encrypt <device>\` for a new filesystem, or \`tune2fs -O encrypt <device>\` for an existing ext4 one (${result.filesystem} cannot be encrypted)`;
   throw new CheckFailure(`${result.reason ?? `${result.filesystem} cannot use fscrypt`} (path ${path})`, remedy);
 }
 
