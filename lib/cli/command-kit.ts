@@ -33,10 +33,33 @@ export function withCommonOptions(command: Command): Command {
 /** Help after the options: what the command does in detail, examples, exit codes. */
 export function withHelp(command: Command, help: { details?: string; examples: string[] }): Command {
   const parts: string[] = [];
-  if (help.details) parts.push(help.details.trim());
+  if (help.details) parts.push(wrap(help.details.trim(), HELP_WIDTH));
   parts.push(`Examples:\n${help.examples.map((e) => `  ${e}`).join('\n')}`);
   parts.push(EXIT_CODES_HELP);
   return command.addHelpText('after', `\n${parts.join('\n\n')}\n`);
+}
+
+const HELP_WIDTH = 80;
+
+/** Word-wraps each line of `text` to `width` columns (commander does not wrap text added after the options). */
+export function wrap(text: string, width: number): string {
+  return text
+    .split('\n')
+    .map((line) => {
+      const out: string[] = [];
+      let current = '';
+      for (const word of line.split(' ')) {
+        if (current.length > 0 && current.length + 1 + word.length > width) {
+          out.push(current);
+          current = word;
+        } else {
+          current = current.length > 0 ? `${current} ${word}` : word;
+        }
+      }
+      out.push(current);
+      return out.join('\n');
+    })
+    .join('\n');
 }
 
 /**

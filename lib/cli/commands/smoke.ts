@@ -47,7 +47,8 @@ export function registerSmoke(program: Command, state: RunState): void {
       'sudo fscrypt-local smoke',
       'fscrypt-local smoke --json',
       'fscrypt-local smoke --pool /mnt/disks/ssd0',
-      'kubectl debug node/<node> -it --profile=sysadmin --image=ghcr.io/fscrypt-local/fscrypt-local:0.1.0 -- fscrypt-local smoke',
+      "kubectl debug node/<node> -it --profile=sysadmin --image=ghcr.io/fscrypt-local/fscrypt-local:0.1.0 -- sh -c 'mount --rbind /host/dev /dev && fscrypt-local smoke'",
+      'kubectl apply -f deploy/smoke-job.yaml   # after setting the node name in it; see docs/cli.md',
     ],
   });
   command.action(
