@@ -9,6 +9,7 @@ import t, { type Test } from 'tap';
 import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kernel/index.js';
 import { parseKeySource, SlotKeys } from '../lib/keys/index.js';
 import { initSlot, lock, openSlotProtector, prepare, reconcile, resolveVolume, slotStatus, unlock, defaultTrash } from '../lib/volume/index.js';
+import { readSlotState } from '../lib/volume/slot-state.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 
 const CHILD = new URL('./fixtures/lifecycle-child.ts', import.meta.url).pathname;
@@ -111,6 +112,9 @@ for (const hook of Object.keys(STEPS) as Hook[]) {
       const job = { hook, slot, keySource, crashAt: `${hook}:${step}`, ...(hook === 'unlock' || hook === 'lock' ? { target } : {}) };
       const child = spawnSync(process.execPath, [...process.execArgv, CHILD, JSON.stringify(job)], { encoding: 'utf8', timeout: 120_000 });
       t.equal(child.signal, 'SIGKILL', `the child reached ${hook}:${step} and was killed there${child.stderr ? `: ${child.stderr}` : ''}`);
+      // The interrupted generation's key must be accounted for too.
+      const crashed = await readSlotState(slot);
+      if (crashed.volume) seen.add(crashed.volume.identifier);
 
       const protector = await openSlotProtector(slot, parseKeySource(keySource));
       try {
