@@ -1,0 +1,303 @@
+// The lifecycle hooks on the real kernel: prepare, unlock (refcounted
+// targets), lock (busy files named), erase (crypto-erase, background
+// deletion), reconcile after a "reboot", and the refusals that protect data.
+import { execFileSync, spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kernel/index.js';
+import { parseKeySource, SlotKeys, type OpenProtector } from '../lib/keys/index.js';
+import {
+  erase,
+  initSlot,
+  lock,
+  openSlotProtector,
+  prepare,
+  reconcile,
+  resolveVolume,
+  slotStatus,
+  TrashCollector,
+  unlock,
+  type ProgressEvent,
+  type Volume,
+} from '../lib/volume/index.js';
+import { ext4, syncFs, tmpfs } from './fixtures/scratch-fs.js';
+import { rejection } from './fixtures/helpers.js';
+
+const kubelet = tmpfs(t);
+let targets = 0;
+const newTarget = (): string => join(kubelet.mountpoint, `pod-${targets++}`, 'mount');
+
+async function freshSlot(t: Tap, options: Parameters<typeof ext4>[1] = {}) {
+  const fs = ext4(t, options);
+  const kek = join(fs.mountpoint, '..', 'kek');
+  await writeFile(kek, randomFillSync(Buffer.alloc(32)), { mode: 0o600 });
+  const source = parseKeySource(`file:${kek}`);
+  await initSlot(fs.mountpoint, source);
+  const protector = await openSlotProtector(fs.mountpoint, source);
+  t.teardown(() => protector.close());
+  return { fs, slot: fs.mountpoint, source, protector, kek };
+}
+type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
+
+async function published(protector: OpenProtector, volume: Volume): Promise<string> {
+  const target = newTarget();
+  await mkdir(join(target, '..'), { recursive: true });
+  await unlock(volume, protector, { path: target });
+  return target;
+}
+
+t.test('prepare makes a verified, locked, encrypted generation; again is a no-op', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const steps: string[] = [];
+  const volume = await prepare(slot, protector, { onProgress: (e) => e.kind === 'step' && steps.push(e.step) });
+  t.match(volume, { slot, name: 'vol-1', path: join(slot, 'vol-1'), generation: 1, identifier: /^[0-9a-f]{32}$/ });
+  t.same(steps, [
+    'prepare:intent-recorded', 'prepare:key-added', 'prepare:dir-created', 'prepare:policy-set', 'prepare:probe-file-checked',
+    'prepare:policy-verified', 'prepare:metadata-committed', 'prepare:key-removed', 'prepare:ready',
+  ]);
+  t.ok(samePolicy((await getPolicy(volume.path))!, defaultPolicy(volume.identifier)), 'the directory has the policy');
+  t.same(await readdir(volume.path), [], 'the probe file is gone');
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent', 'locked after prepare (invariant 2)');
+  t.ok(await new SlotKeys(slot).hasPolicy(volume.identifier), 'the wrapped key is committed');
+  t.same(await prepare(slot, protector), volume, 'a ready slot is returned as is');
+  t.same(await resolveVolume(volume.path), volume);
+  t.same(await resolveVolume(slot), volume);
+});
+
+t.test('targets are refcounted: the key stays until the last target is unpublished', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const a = await published(protector, volume);
+  const b = await published(protector, volume);
+  t.same(await unlock(volume, protector, { path: a }), { targets: 2 }, 'publishing the same target again is idempotent');
+  await writeFile(join(a, 'shared'), 'seen through both targets');
+  t.equal(await readFile(join(b, 'shared'), 'utf8'), 'seen through both targets');
+  const status = await slotStatus(slot);
+  t.same(status.volume?.targets.map((x) => x.mounted), [true, true]);
+
+  t.same(await lock(volume, a), { locked: false, targets: [b], reason: 'targets-remain' });
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present');
+  t.match(await rejection(readdir(a)), { code: 'ENOENT' }, 'the unpublished target directory is removed');
+  t.same(await lock(volume, b), { locked: true, targets: [] });
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
+  t.same(await lock(volume, b), { locked: true, targets: [] }, 'unpublishing an unknown target is idempotent');
+  const names = await readdir(volume.path);
+  t.equal(names.length, 1);
+  t.not(names[0], 'shared', 'locked: only a no-key name is visible');
+});
+
+t.test('a read-only target is read-only', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const rw = await published(protector, volume);
+  await writeFile(join(rw, 'f'), 'x');
+  const ro = newTarget();
+  await mkdir(join(ro, '..'), { recursive: true });
+  await unlock(volume, protector, { path: ro, readonly: true });
+  t.equal(await readFile(join(ro, 'f'), 'utf8'), 'x');
+  t.match(await rejection(writeFile(join(ro, 'g'), 'y')), { code: 'EROFS' });
+  t.match(await rejection(unlock(volume, protector, { path: ro })), { code: 'EEXIST' }, 'the same target with another readonly flag is refused');
+  await lock(volume, ro);
+  await lock(volume, rw);
+});
+
+t.test('data is ciphertext on the disk, and no key (policy key or KEK) is ever written to it', async (t) => {
+  const { fs, slot, protector, kek } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  const marker = `lifecycle-plaintext-${process.pid}-`.repeat(100);
+  await writeFile(join(target, 'data'), marker);
+  await lock(volume, target);
+  syncFs(slot);
+  const disk = readFileSync(fs.image!);
+  t.notOk(disk.includes(marker.slice(0, 40)), 'no plaintext on disk');
+  const policyKey = await protector.unwrapPolicyKey(volume.identifier);
+  const kekBytes = await readFile(kek);
+  try {
+    for (const [what, secret] of [['policy key', policyKey], ['KEK', kekBytes]] as const) {
+      for (const encoding of ['binary', 'hex', 'base64'] as const) {
+        const needle = encoding === 'binary' ? secret : Buffer.from(secret.toString(encoding));
+        t.notOk(disk.includes(needle), `the ${what} is not on disk (${encoding})`);
+      }
+    }
+    const state = await readFile(join(slot, '.fscrypt-local', 'slot.json'), 'utf8');
+    t.notOk(state.includes(policyKey.toString('hex')) || state.includes(policyKey.toString('base64')), 'not in the state file');
+  } finally {
+    policyKey.fill(0);
+    kekBytes.fill(0);
+  }
+});
+
+t.test('lock waits for busy files, names who holds them, and succeeds once they are closed', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  await unlock(volume, protector); // an admin unlock: no target
+  await writeFile(join(volume.path, 'held'), 'x');
+  const holder = spawn('sh', ['-c', `exec 3<'${join(volume.path, 'held')}'; echo ready; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await new Promise((resolve) => holder.stdout.once('data', resolve));
+
+  const events: ProgressEvent[] = [];
+  const error = await rejection(lock(volume, undefined, { busyTimeoutMs: 300, onProgress: (e) => events.push(e) }));
+  t.match(error, { name: 'FscryptError', code: 'ERR_BUSY' });
+  t.match(error.message, new RegExp(`pid ${holder.pid} \\(sleep\\)`), 'the message names the process');
+  t.match(error.message, /held/, 'and the file');
+  t.ok(events.some((e) => e.kind === 'busy' && e.blockers.some((b) => b.pid === holder.pid)), 'busy progress events name it too');
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'incompletely-removed');
+
+  holder.kill('SIGKILL');
+  await new Promise((resolve) => holder.once('exit', resolve));
+  t.same(await lock(volume), { locked: true, targets: [] });
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
+});
+
+t.test('an explicit lock is refused while targets are published, unless forced', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  t.match(await rejection(lock(volume)), { code: 'ERR_BUSY', message: new RegExp(`published at ${target}`) });
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present', 'nothing changed');
+  t.same(await lock(volume, undefined, { force: true }), { locked: true, targets: [] });
+  t.match(await rejection(readdir(target)), { code: 'ENOENT' });
+});
+
+t.test('unlock refuses a volume directory that is missing, replaced or a symlink, and mounts nothing', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = newTarget();
+  await mkdir(join(target, '..'), { recursive: true });
+
+  await rename(volume.path, `${volume.path}.away`);
+  t.match(await rejection(unlock(volume, protector, { path: target })), { code: 'ERR_UNSAFE_PATH', message: /missing/ });
+  await mkdir(volume.path); // e.g. the disk is not mounted: an empty plain directory
+  t.match(await rejection(unlock(volume, protector, { path: target })), { code: 'ERR_UNSAFE_PATH', message: /policy is missing/ });
+  await rm(volume.path, { recursive: true });
+  await symlink(`${volume.path}.away`, volume.path);
+  t.match(await rejection(unlock(volume, protector, { path: target })), { code: 'ERR_UNSAFE_PATH', message: /symlink/ });
+  t.match(await rejection(readdir(target)), { code: 'ENOENT' }, 'no target was created');
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent', 'no key was added');
+
+  await rm(volume.path);
+  await rename(`${volume.path}.away`, volume.path);
+  await unlock(volume, protector, { path: target });
+  await lock(volume, target);
+});
+
+t.test('volume paths cannot name anything outside a slot', async (t) => {
+  const { slot } = await freshSlot(t);
+  for (const path of [join(slot, '..'), join(slot, 'vol-1', '..', '..'), join(slot, 'lost+found'), join(slot, '.fscrypt')]) {
+    await t.rejects(resolveVolume(path), { name: 'FscryptError' }, path);
+  }
+});
+
+t.test('erase: refused while published; then the key is gone for good and a new generation follows', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const trash = new TrashCollector();
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  await writeFile(join(target, 'secret'), 'tenant one');
+  t.match(await rejection(erase(volume, { trash })), { code: 'ERR_BUSY', message: /refusing to erase.*published/ });
+  t.equal(await readFile(join(target, 'secret'), 'utf8'), 'tenant one', 'data of a published volume is untouched (invariant 4)');
+  await lock(volume, target);
+
+  const steps: string[] = [];
+  const result = await erase(volume, { trash, onProgress: (e) => e.kind === 'step' && steps.push(e.step) });
+  t.same(steps, ['erase:intent-recorded', 'erase:key-removed', 'erase:policy-destroyed', 'erase:moved-to-trash', 'erase:done']);
+  t.same(result, { erased: 'vol-1', trash: join(slot, '.fscrypt-local', 'trash', 'vol-1') });
+  t.same(await erase(volume, { trash }), {}, 'erasing again is a no-op');
+  t.notOk(await new SlotKeys(slot).hasPolicy(volume.identifier), 'the wrapped key is destroyed');
+  await t.rejects(protector.unwrapPolicyKey(volume.identifier), { name: 'FscryptError' }, 'nothing can unwrap it any more');
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
+  t.match(await rejection(unlock(volume, protector, { path: newTarget() })), { code: 'ENOENT', message: /not the current volume/ });
+  await trash.idle();
+  t.same(await readdir(join(slot, '.fscrypt-local', 'trash')), [], 'the ciphertext is deleted in the background');
+
+  const next = await prepare(slot, protector);
+  t.equal(next.name, 'vol-2', 'generations are never reused');
+  t.not(next.identifier, volume.identifier, 'a fresh key');
+  const again = await published(protector, next);
+  t.same(await readdir(again), [], "the next tenant starts empty");
+  await lock(next, again);
+});
+
+t.test('erase of 100k files returns at once; the next generation is usable while the old one is deleted', async (t) => {
+  const { slot, protector } = await freshSlot(t, { sizeMiB: 1024, mkfsArgs: ['-N', '250000'] });
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  // 100 directories x 1,000 empty files, created by the kernel-speed path.
+  execFileSync('sh', ['-c', 'cd "$1" && for d in $(seq 1 100); do mkdir d$d; (cd d$d && seq 1 1000 | xargs touch); done', 'sh', target]);
+  await lock(volume, target);
+
+  let progressSeen = 0;
+  const trash = new TrashCollector({ onProgress: () => progressSeen++ });
+  await erase(volume, { trash });
+  const next = await prepare(slot, protector);
+  const use = await published(protector, next);
+  t.ok(trash.status().current, 'the old generation is still being deleted...');
+  await writeFile(join(use, 'new-tenant'), 'already working');
+  t.equal(await readFile(join(use, 'new-tenant'), 'utf8'), 'already working', '...while the new one is in use');
+  await trash.idle();
+  t.same(trash.status().removed, { trees: 1, files: 100_000, dirs: 101 });
+  t.ok(progressSeen > 0, 'deletion reports progress');
+  await lock(next, use);
+});
+
+t.test('reconcile after a reboot: targets and keys are gone; state follows the kernel', async (t) => {
+  const { fs, slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  await writeFile(join(target, 'f'), 'survives');
+  // A reboot: the bind mount and the kernel key vanish.
+  execFileSync('umount', [target]);
+  execFileSync('umount', [slot]);
+  execFileSync('mount', ['-o', 'loop', fs.image!, slot]);
+  const report = await reconcile(slot, protector);
+  t.same(report.actions, [`forgot 1 target(s) no longer mounted: ${target}`]);
+  t.same(report.warnings, []);
+  t.same((await slotStatus(slot)).volume?.targets, []);
+  // kubelet publishes again after the reboot, into the directory that exists.
+  await unlock(volume, protector, { path: target });
+  t.equal(await readFile(join(target, 'f'), 'utf8'), 'survives');
+  await lock(volume, target);
+});
+
+t.test('reconcile locks a key left in the kernel with no target, and re-adds one a published target needs', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const key = await protector.unwrapPolicyKey(volume.identifier);
+  const { addKey, removeKey } = await import('../lib/kernel/index.js');
+  try {
+    await addKey(slot, key); // someone added the key behind the agent's back
+    t.same((await reconcile(slot, protector)).actions, ['locked vol-1: its key was in the kernel with no target published']);
+    t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
+
+    const target = await published(protector, volume);
+    await removeKey(slot, volume.identifier, { allUsers: true }); // e.g. `fscrypt lock` by hand
+    t.same((await reconcile(slot)).warnings, [`vol-1 is published at ${target} but its key is absent: run unlock with the slot's key source`], 'without a protector it reports');
+    t.same((await reconcile(slot, protector)).actions, ['re-added the key of vol-1, published at 1 target(s)']);
+    t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present');
+    await lock(volume, target);
+  } finally {
+    key.fill(0);
+  }
+});
+
+t.test('a tenant symlink pointing outside the slot is removed by erase; its target survives', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const outside = join(kubelet.mountpoint, 'outside');
+  await mkdir(outside);
+  await writeFile(join(outside, 'precious'), 'not the tenant\'s');
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  await symlink(outside, join(target, 'escape'));
+  await symlink('../../..', join(target, 'up'));
+  await lock(volume, target);
+  const trash = new TrashCollector();
+  await erase(volume, { trash });
+  await trash.idle();
+  t.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not the tenant\'s');
+  t.same(trash.status().failures, []);
+});
