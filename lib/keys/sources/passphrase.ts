@@ -4,7 +4,6 @@
 // pays exactly what the creator chose: fscrypt's own calibration (about 1 s
 // and up to 128 MiB, or RAM/8) ignores cgroup limits and has OOM-killed pods.
 import { randomFillSync } from 'node:crypto';
-import { hashRaw } from '@node-rs/argon2';
 import { FscryptError } from '../../kernel/index.js';
 import type { Argon2Costs } from '../key-source.js';
 import { ARGON2_LIMITS, type ProtectorData } from '../metadata-format.js';
@@ -74,8 +73,28 @@ export async function readPassphraseFile(path: string): Promise<Buffer> {
 // a burst of volume unlocks must not multiply that past the container limit.
 let argon2Queue: Promise<unknown> = Promise.resolve();
 
+type HashRaw = (typeof import('@node-rs/argon2'))['hashRaw'];
+let hashRawFn: HashRaw | undefined;
+
+// Loaded on first use: the package's native binary is an optional dependency,
+// and slots protected by a KEK file or a KMS must work without it.
+async function argon2(): Promise<HashRaw> {
+  if (hashRawFn === undefined) {
+    try {
+      hashRawFn = (await import('@node-rs/argon2')).hashRaw;
+    } catch (error) {
+      throw new FscryptError(
+        'Argon2id is unavailable: @node-rs/argon2 could not load its native binary (was the package installed with --omit=optional, or on another OS?). Reinstall with `npm ci`',
+        { code: 'ERR_NOT_SUPPORTED', cause: error },
+      );
+    }
+  }
+  return hashRawFn;
+}
+
 /** Argon2id(passphrase, salt, t, m, p) -> 32 bytes, exactly as fscrypt derives a KEK. */
 export async function deriveKek(passphrase: Uint8Array, salt: Uint8Array, costs: Argon2Costs): Promise<Buffer> {
+  const hashRaw = await argon2();
   const run = argon2Queue.then(async () => {
     const raw = await hashRaw(passphrase, {
       salt,
