@@ -143,7 +143,6 @@ async function main() {
   log(`preparing a slot with ${VOLUMES} volumes`);
   const slot = new lib.SlotKeys(mnt);
   const byFile = await slot.createAndOpenProtector(fileSource, { name: 'bench-file' });
-  const maxRssBefore = process.resourceUsage().maxRSS;
   const byPass = await slot.createAndOpenProtector(passSource, { name: 'bench-passphrase' });
   const byKms = await slot.createAndOpenProtector(kmsSource, { name: 'bench-kms' });
   const volumes = [];
@@ -204,8 +203,13 @@ async function main() {
   log(`open kms protector x ${options.opens}`);
   results.openKmsProtector = inMs(await openSamples(kmsSource, options.opens));
   log(`open passphrase protector (default costs) x ${options.kdfRuns}`);
+  // RSS sampled while Argon2 runs (on the libuv pool), against RSS just before.
+  const rssBefore = process.memoryUsage.rss();
+  let rssPeak = rssBefore;
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 2);
   results.openPassphraseProtector = inMs(await openSamples(passSource, options.kdfRuns));
-  const maxRssGrowthMiB = Math.round((process.resourceUsage().maxRSS - maxRssBefore) / 1024);
+  clearInterval(sampler);
+  const maxRssGrowthMiB = Math.round((rssPeak - rssBefore) / 1048576);
 
   // 3. The stock tool on the same slot: a volume directory under one policy.
   const cli = {};
@@ -246,7 +250,7 @@ async function main() {
     parameters: { ...options, volumes: VOLUMES, json: undefined },
     argon2DefaultCosts: { ...costs },
     results: { ...results, ...cli },
-    passphraseOpenPeakRssGrowthMiB: maxRssGrowthMiB,
+    passphraseOpenRssRiseMiB: maxRssGrowthMiB,
     target: {
       unlockOneMoreVolumeMedianMs: TARGET_UNLOCK_ONE_MORE_MS,
       met: results.unlockOneMoreVolume.medianMs < TARGET_UNLOCK_ONE_MORE_MS,
@@ -271,7 +275,7 @@ async function main() {
   process.stdout.write(`${formatTable(['operation', 'what', 'n', 'median ms', 'p99 ms'], rows)}\n\n`);
   process.stdout.write(
     `unlock one more volume: median ${results.unlockOneMoreVolume.medianMs.toFixed(3)} ms, target < ${TARGET_UNLOCK_ONE_MORE_MS} ms: ${report.target.met ? 'met' : 'NOT met'}\n` +
-      `passphrase open: peak RSS grew by ${maxRssGrowthMiB} MiB (Argon2id memory ${costs.memory / 1024} MiB)\n` +
+      `passphrase open: RSS rose by up to ${maxRssGrowthMiB} MiB while Argon2 ran (Argon2id memory ${costs.memory / 1024} MiB)\n` +
       `machine: ${report.machine.cpus} CPUs, other processes used ${contention.otherCpuPercent ?? '?'}% of them during the run\n`,
   );
 }

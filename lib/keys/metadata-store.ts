@@ -23,6 +23,7 @@
 // never a half-overwritten file where metadata is expected.
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { constants } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
@@ -86,20 +87,30 @@ function trustedOwner(uid: number): boolean {
 }
 
 /** A metadata directory must be a real directory that only its owner can change. */
-async function checkDirectory(path: string): Promise<boolean> {
-  let stat;
-  try {
-    stat = await lstat(path);
-  } catch (error) {
-    if (errnoCode(error) === 'ENOENT') return false;
-    throw error;
-  }
+function judgeDirectory(path: string, stat: Stats): void {
   if (stat.isSymbolicLink()) throw unsafe(path, 'it is a symbolic link');
   if (!stat.isDirectory()) throw unsafe(path, 'it is not a directory');
   if (!trustedOwner(stat.uid)) throw unsafe(path, `it is owned by uid ${stat.uid}, not root`);
   // fscrypt's --all-users setup makes the subdirectories 01777; the sticky
   // bit keeps other users from replacing our files there.
   if (stat.mode & 0o022 && !(stat.mode & 0o1000)) throw unsafe(path, 'it is writable by other users');
+}
+
+/** lstat, with a missing path as null and any other failure as the error itself (not thrown). */
+async function lstatOrNull(path: string): Promise<Stats | null | Error> {
+  try {
+    return await lstat(path);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return null;
+    return error as Error;
+  }
+}
+
+async function checkDirectory(path: string): Promise<boolean> {
+  const stat = await lstatOrNull(path);
+  if (stat === null) return false;
+  if (stat instanceof Error) throw stat;
+  judgeDirectory(path, stat);
   return true;
 }
 
@@ -170,10 +181,15 @@ export class MetadataStore {
   async checkChain(dir: string): Promise<boolean> {
     const rel = relative(this.layout.root, dir);
     if (rel.startsWith('..') || isAbsolute(rel)) throw unsafe(dir, 'it is outside the slot');
+    const dirs: string[] = [];
     let current = this.layout.root;
-    for (const part of rel.split(sep).filter(Boolean)) {
-      current = join(current, part);
-      if (!(await checkDirectory(current))) return false;
+    for (const part of rel.split(sep).filter(Boolean)) dirs.push((current = join(current, part)));
+    // All at once (this sits on the path of every volume unlock), judged in order.
+    const stats = await Promise.all(dirs.map(lstatOrNull));
+    for (const [i, stat] of stats.entries()) {
+      if (stat === null) return false;
+      if (stat instanceof Error) throw stat;
+      judgeDirectory(dirs[i]!, stat);
     }
     return true;
   }
@@ -233,19 +249,21 @@ export class MetadataStore {
       throw error;
     }
     try {
-      const stat = await handle.stat();
+      // fstat and read together: one round trip to the thread pool instead
+      // of two. The data is only used once the fstat checks have passed.
+      const buffer = Buffer.alloc(maxBytes + 1);
+      const [statResult, readResult] = await Promise.allSettled([handle.stat(), handle.read(buffer, 0, buffer.length, 0)]);
+      if (statResult.status === 'rejected') throw statResult.reason;
+      const stat = statResult.value;
       if (!stat.isFile()) throw badMetadata(path, 'it is not a regular file');
       if (!trustedOwner(stat.uid)) throw badMetadata(path, `it is owned by uid ${stat.uid}, not root`);
       if (stat.mode & 0o022) throw badMetadata(path, `it is writable by other users (mode ${(stat.mode & 0o7777).toString(8)})`);
       if (stat.size > maxBytes) throw badMetadata(path, `it is ${stat.size} bytes; metadata files are at most ${maxBytes}`);
-      const buffer = Buffer.alloc(maxBytes + 1);
-      let length = 0;
-      for (;;) {
-        const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
-        if (bytesRead === 0) break;
-        length += bytesRead;
-        if (length > maxBytes) throw badMetadata(path, `it is more than ${maxBytes} bytes`);
-      }
+      if (readResult.status === 'rejected') throw readResult.reason;
+      // A regular file gives less than asked only at its end; a full buffer
+      // means the file grew past the limit after the fstat.
+      const length = readResult.value.bytesRead;
+      if (length > maxBytes) throw badMetadata(path, `it is more than ${maxBytes} bytes`);
       return buffer.subarray(0, length);
     } finally {
       await handle.close();
