@@ -6,7 +6,7 @@ import { randomFillSync } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kernel/index.js';
 import { parseKeySource, SlotKeys, type OpenProtector } from '../lib/keys/index.js';
 import {
@@ -30,7 +30,7 @@ const kubelet = tmpfs(t);
 let targets = 0;
 const newTarget = (): string => join(kubelet.mountpoint, `pod-${targets++}`, 'mount');
 
-async function freshSlot(t: Tap, options: Parameters<typeof ext4>[1] = {}) {
+async function freshSlot(t: Test, options: Parameters<typeof ext4>[1] = {}) {
   const fs = ext4(t, options);
   const kek = join(fs.mountpoint, '..', 'kek');
   await writeFile(kek, randomFillSync(Buffer.alloc(32)), { mode: 0o600 });
@@ -40,7 +40,6 @@ async function freshSlot(t: Tap, options: Parameters<typeof ext4>[1] = {}) {
   t.teardown(() => protector.close());
   return { fs, slot: fs.mountpoint, source, protector, kek };
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
 
 async function published(protector: OpenProtector, volume: Volume): Promise<string> {
   const target = newTarget();
@@ -48,6 +47,25 @@ async function published(protector: OpenProtector, volume: Volume): Promise<stri
   await unlock(volume, protector, { path: target });
   return target;
 }
+
+t.test('initSlot: idempotent with the same source, refuses another, adopts a protector a crash left', async (t) => {
+  const { slot, source, protector } = await freshSlot(t);
+  t.same(await initSlot(slot, source), { root: slot, protector: protector.descriptor, created: false });
+  const otherKek = join(slot, '..', 'other-kek');
+  await writeFile(otherKek, randomFillSync(Buffer.alloc(32)), { mode: 0o600 });
+  t.match(await rejection(initSlot(slot, parseKeySource(`file:${otherKek}`))), { code: 'ERR_WRONG_KEY' });
+  // A crash after the protector was created but before the state was written:
+  await rm(join(slot, '.fscrypt-local', 'slot.json'));
+  t.same(await initSlot(slot, source), { root: slot, protector: protector.descriptor, created: true }, 'the existing protector is adopted');
+  // Two protectors of the kind and no state: ambiguous, for an admin.
+  await rm(join(slot, '.fscrypt-local', 'slot.json'));
+  await new SlotKeys(slot).createProtector(source, { name: 'second' });
+  t.match(await rejection(initSlot(slot, source)), { code: 'ERR_STATE', message: /2 raw_key protectors/ });
+  t.equal((await new SlotKeys(slot).listProtectors()).length, 2, 'no third protector was made');
+  // A filesystem without fscrypt support is refused up front.
+  const tmp = tmpfs(t);
+  t.match(await rejection(initSlot(tmp.mountpoint, source)), { code: 'ERR_NOT_SUPPORTED', message: /tmpfs does not support fscrypt/ });
+});
 
 t.test('prepare makes a verified, locked, encrypted generation; again is a no-op', async (t) => {
   const { slot, protector } = await freshSlot(t);

@@ -3,12 +3,15 @@
 import { lstat, mkdir, readdir, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { FscryptError, getKeyStatus, probe, type KeyStatus } from '../kernel/index.js';
-import { SlotKeys, type KeySourceSpec, type OpenProtector } from '../keys/index.js';
+import { SlotKeys, type KeySourceSpec, type OpenProtector, type ProtectorInfo } from '../keys/index.js';
 import type { Volume } from './hook-options.js';
 import { isBindOf } from './mounts.js';
 import { parseVolumeName, slotPaths, volumePath, VOLUME_NAME_PATTERN } from './slot-layout.js';
 import { readSlotState, writeSlotState, type SlotState, type VolumePhase } from './slot-state.js';
 import { withSlotLock } from './slot-lock.js';
+
+// The protector kind each key source makes.
+const PROTECTOR_KIND = { file: 'raw_key', passphrase: 'custom_passphrase', kms: 'kms' } as const satisfies Record<KeySourceSpec['kind'], ProtectorInfo['source']>;
 
 export interface InitSlotOptions {
   /** Protector name shown by `fscrypt status` (default "fscrypt-local"). */
@@ -46,16 +49,24 @@ export async function initSlot(root: string, source: KeySourceSpec, options: Ini
       return { root: slot, protector: existing.protector, created: false };
     }
     // A crash between creating the protector and writing the state leaves a
-    // protector this source opens: adopt it rather than making a second one.
-    let descriptor: string | undefined;
-    try {
-      const open = await keys.openProtector(source);
+    // protector of this kind: adopt it (opening it proves the source fits)
+    // rather than making a second one. Two or more is for an admin to sort out.
+    const kind = PROTECTOR_KIND[source.kind];
+    const candidates = (await keys.listProtectors()).filter((p) => p.source === kind);
+    if (candidates.length > 1) {
+      throw new FscryptError(
+        `slot '${slot}' has no state but ${candidates.length} ${kind} protectors (${candidates.map((p) => p.descriptor).join(', ')}); remove the unused ones, then run init-slot again`,
+        { code: 'ERR_STATE', path: slot },
+      );
+    }
+    let descriptor: string;
+    if (candidates.length === 1) {
+      const open = await keys.openProtector(source, candidates[0]!.descriptor);
       descriptor = open.descriptor;
       open.close();
-    } catch (error) {
-      if (!(error instanceof FscryptError) || error.code === 'ERR_WRONG_KEY') throw error;
+    } else {
+      descriptor = (await keys.createProtector(source, { name: options.name ?? 'fscrypt-local' })).descriptor;
     }
-    descriptor ??= (await keys.createProtector(source, { name: options.name ?? 'fscrypt-local' })).descriptor;
     await writeSlotState(slot, { version: 1, protector: descriptor, nextGeneration: 1, volume: null });
     return { root: slot, protector: descriptor, created: true };
   });
