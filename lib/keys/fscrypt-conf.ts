@@ -7,8 +7,8 @@ import { constants } from 'node:fs';
 import { copyFile, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
+import { fsyncDirectory } from '../durable-fs.js';
 import type { Argon2Costs } from './key-source.js';
-import { fsyncDirectory } from './metadata-store.js';
 import { checkArgon2Costs, DEFAULT_ARGON2_COSTS } from './sources/passphrase.js';
 
 export const FSCRYPT_CONF_PATH = '/etc/fscrypt.conf';

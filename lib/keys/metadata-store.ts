@@ -25,6 +25,7 @@ import { randomBytes, randomFillSync } from 'node:crypto';
 import { constants } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { fsyncDirectory } from '../durable-fs.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
 import { badMetadata } from './metadata-format.js';
@@ -125,15 +126,6 @@ async function makeDirectory(path: string, mode: number): Promise<void> {
   }
   await chmod(path, mode); // the umask must not narrow what the stock tool expects
   await fsyncDirectory(join(path, '..'));
-}
-
-export async function fsyncDirectory(path: string): Promise<void> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 function tempName(tag: string): string {

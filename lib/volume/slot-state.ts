@@ -8,6 +8,7 @@
 // directory's encryption policy).
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { fsyncDirectory } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
 import { parseVolumeName, slotPaths } from './slot-layout.js';
 
@@ -112,16 +113,7 @@ export async function writeSlotState(root: string, state: SlotState): Promise<vo
     await handle.close();
   }
   await rename(temp, stateFile);
-  await syncDirectory(dirname(stateFile));
-}
-
-export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await fsyncDirectory(dirname(stateFile));
 }
 
 /** Removes a temp file an interrupted write left behind (it holds no secret). */
