@@ -64,7 +64,11 @@ interface Report {
 }
 
 function report(result: CliResult): Report {
-  return JSON.parse(result.stdout) as Report;
+  try {
+    return JSON.parse(result.stdout) as Report;
+  } catch {
+    throw new Error(`not JSON (exit ${result.code}): ${result.stdout}\n${result.stderr}`);
+  }
 }
 
 const LIFECYCLE = ['init-slot', 'prepare', 'unlock', 'write-read', 'lock', 'locked-access', 'ciphertext-on-disk', 'unlock-again', 'erase', 'unrecoverable', 'background-deletion'];

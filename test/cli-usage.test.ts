@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { Output, safeJson } from '../lib/cli/output.js';
 
 // The CLI runs as shipped: lib/ compiled with the build's tsconfig into a
 // private package root (beside links to package.json, the built addon and
@@ -43,8 +44,14 @@ function cli(args: string[]): CliResult {
   return { code: child.status, stdout: child.stdout, stderr: child.stderr };
 }
 
-function json(result: CliResult): Record<string, unknown> & { ok: boolean; error?: { code: string; message: string } } {
-  return JSON.parse(result.stdout) as Record<string, unknown> & { ok: boolean; error?: { code: string; message: string } };
+type Body = Record<string, unknown> & { ok: boolean; error?: { code: string; message: string } };
+
+function json(result: CliResult): Body {
+  try {
+    return JSON.parse(result.stdout) as Body;
+  } catch {
+    throw new Error(`not JSON (exit ${result.code}): ${result.stdout}\n${result.stderr}`);
+  }
 }
 
 const COMMANDS = ['smoke', 'status', 'init-slot', 'prepare', 'unlock', 'lock', 'erase', 'rotate', 'reconcile', 'run'];
@@ -101,6 +108,9 @@ t.test('usage errors exit 2 and say what is wrong', async (t) => {
 
   const badTimeout = cli(['lock', '/mnt/disks/ssd0', '--busy-timeout', 'soon']);
   t.equal(badTimeout.code, 2, 'lock --busy-timeout not a number');
+
+  const readonlyAlone = cli(['unlock', '/mnt/disks/ssd0', '--key-source', 'file:/k', '--readonly']);
+  t.equal(readonlyAlone.code, 2, 'unlock --readonly without --target');
 });
 
 t.test('an unknown option with --json is a JSON usage error on stdout, exit 2', async (t) => {
@@ -146,4 +156,30 @@ t.test('run is reserved for the agent: exit 2, whatever its arguments', async (t
   const asJson = cli(['run', '--json']);
   t.equal(asJson.code, 2);
   t.equal(json(asJson).error?.code, 'ERR_USAGE');
+});
+
+t.test('output: results and errors in both forms, and bytes are never serialized', async (t) => {
+  const sink = (): { text: string; write(s: string): void } => ({ text: '', write(s: string) { this.text += s; } });
+  const [out, err] = [sink(), sink()];
+  const human = new Output(false, out, err);
+  human.result({ path: '/x' }, 'done');
+  human.warn('careful');
+  const code = human.failure(Object.assign(new Error('the key source does not open it'), { code: 'ERR_WRONG_KEY' }), 'unlock');
+  t.equal(out.text, 'done\n');
+  t.equal(code, 5);
+  t.equal(err.text, 'fscrypt-local: warning: careful\nfscrypt-local unlock: error: the key source does not open it\n  (ERR_WRONG_KEY, exit 5)\n');
+
+  const [jout, jerr] = [sink(), sink()];
+  const machine = new Output(true, jout, jerr);
+  machine.result({ path: '/x' }, 'done');
+  t.equal(machine.failure(new Error('plain')), 1, 'an error without a code: operation failed');
+  const [ok, failed] = jout.text.trim().split('\n}\n').map((part, i) => JSON.parse(i === 0 ? `${part}\n}` : part) as unknown);
+  t.same(ok, { ok: true, path: '/x' });
+  t.same(failed, { ok: false, error: { code: 'ERR_FAILED', message: 'plain' } });
+  t.equal(jerr.text, '', 'nothing on stderr with --json');
+
+  const secret = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+  const text = safeJson({ key: secret, view: new Uint8Array(secret), raw: secret.buffer, nested: [{ secret }], error: new Error('e') });
+  for (const form of [secret.toString('hex'), secret.toString('base64'), '"data":[0,17']) t.notOk(text.includes(form), `no bytes as ${form}`);
+  t.same(JSON.parse(text), { key: '[bytes withheld]', view: '[bytes withheld]', raw: '[bytes withheld]', nested: [{ secret: '[bytes withheld]' }], error: { code: 'ERR_FAILED', message: 'e' } });
 });

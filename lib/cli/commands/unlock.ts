@@ -3,6 +3,7 @@
 // what kubelet's NodePublishVolume does through the agent).
 import type { Command } from 'commander';
 import { openSlotProtector, resolveVolume, unlock } from '../../volume/index.js';
+import { UsageError } from '../exit-codes.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { KEY_SOURCE_HELP, keySourceArg } from '../key-source-arg.js';
 
@@ -35,6 +36,7 @@ export function registerUnlock(program: Command, state: RunState): void {
   });
   command.action(
     action(state, 'unlock', async ({ output, progress }, options: UnlockOptions, path: string) => {
+      if (options.readonly === true && options.target === undefined) throw new UsageError('--readonly applies to a --target mount; an admin unlock has no mount to make read-only');
       const source = keySourceArg(options.keySource);
       const volume = await resolveVolume(absolutePath(path));
       const protector = await openSlotProtector(volume.slot, source);
