@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { blockDeviceOf, fileExtents, readExtents, scanFile } from '../lib/cli/smoke/raw-device.js';
+import { findTool, runTool } from '../lib/cli/smoke/tools.js';
 import { ext4, syncFs, tmpfs } from './fixtures/scratch-fs.js';
 
 // The CLI runs as shipped: lib/ compiled with the build's tsconfig into a
@@ -44,7 +45,8 @@ function cli(args: string[], uid?: number): CliResult {
   const child = spawnSync(process.execPath, [CLI, ...args], {
     encoding: 'utf8',
     timeout: 280_000,
-    ...(uid === undefined ? {} : { uid, gid: uid }),
+    // Another user cannot write tap's coverage records: run that child without the coverage hook.
+    ...(uid === undefined ? {} : { uid, gid: uid, env: { ...process.env, NODE_OPTIONS: '' } }),
   });
   return { code: child.status, stdout: child.stdout, stderr: child.stderr };
 }
@@ -205,4 +207,10 @@ t.test("the on-disk scanners find plaintext when it is there (so the smoke check
   const bytes = await readExtents(device!, blockSize, extents);
   t.ok(bytes.includes(Buffer.from('PLAINTEXT-ON-A-RAW-DEVICE|')), 'the plaintext is read back from the device');
   t.ok(await scanFile(fs.image!, [Buffer.from('PLAINTEXT-ON-A-RAW-DEVICE|')]).then(([found]) => found), 'and found in the image');
+});
+
+t.test('a missing or failing tool is an error that carries what the tool said', async (t) => {
+  t.equal(findTool('fscrypt-local-no-such-tool'), undefined);
+  await t.rejects(runTool('fscrypt-local-no-such-tool', []), /fscrypt-local-no-such-tool not found/);
+  await t.rejects(runTool('filefrag', ['-e', '-v', '/nonexistent/file']), /filefrag -e -v \/nonexistent\/file failed: .*No such file/);
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { UsageError } from '../lib/cli/exit-codes.js';
 import { Output, safeJson } from '../lib/cli/output.js';
 
 // The CLI runs as shipped: lib/ compiled with the build's tsconfig into a
@@ -173,6 +174,7 @@ t.test('output: results and errors in both forms, and bytes are never serialized
   const machine = new Output(true, jout, jerr);
   machine.result({ path: '/x' }, 'done');
   t.equal(machine.failure(new Error('plain')), 1, 'an error without a code: operation failed');
+  t.equal(new Output(true, sink(), sink()).failure(new UsageError('bad flag')), 2, 'a usage error: exit 2');
   const [ok, failed] = jout.text.trim().split('\n}\n').map((part, i) => JSON.parse(i === 0 ? `${part}\n}` : part) as unknown);
   t.same(ok, { ok: true, path: '/x' });
   t.same(failed, { ok: false, error: { code: 'ERR_FAILED', message: 'plain' } });
