@@ -4,6 +4,7 @@
 import { randomFillSync } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { allocSecret, wipe } from '../../keys/index.js';
 import type { CleanupStack } from './cleanup.js';
 
 const KEK_SIZE = 32;
@@ -12,7 +13,7 @@ export async function makeKekFile(workdir: string, cleanup: CleanupStack): Promi
   const dir = await mkdtemp(join(workdir, 'fscrypt-local-smoke-kek-'));
   const path = join(dir, 'kek');
   cleanup.push(`remove the KEK file ${path}`, () => destroyKekFile(path, dir));
-  const kek = Buffer.allocUnsafeSlow(KEK_SIZE);
+  const kek = allocSecret(KEK_SIZE);
   try {
     randomFillSync(kek);
     const handle = await open(path, 'wx', 0o600);
@@ -23,7 +24,7 @@ export async function makeKekFile(workdir: string, cleanup: CleanupStack): Promi
       await handle.close();
     }
   } finally {
-    kek.fill(0);
+    wipe(kek);
   }
   return path;
 }

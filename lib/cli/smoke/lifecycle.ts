@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getKeyStatus, getPolicy, removeKey } from '../../kernel/index.js';
-import type { OpenProtector } from '../../keys/index.js';
+import { wipe, type OpenProtector } from '../../keys/index.js';
 import { erase, initSlot, lock, openSlotProtector, prepare, slotStatus, unlock, type Volume } from '../../volume/index.js';
 import type { Progress } from '../progress.js';
 import { commandTrash, finishTrash } from '../trash-wait.js';
@@ -280,7 +280,7 @@ async function unrecoverableStep(c: Context): Promise<CheckOutcome> {
   let unwrapError: string;
   try {
     const key = await need(c.protector, 'protector').unwrapPolicyKey(volume.identifier);
-    key.fill(0);
+    wipe(key);
     throw new CheckFailure(`the protector still unwraps the key of ${volume.name} after erase`);
   } catch (error) {
     if (error instanceof CheckFailure) throw error;
