@@ -11,7 +11,7 @@ import t, { type Test } from 'tap';
 import { isFscryptError, keyIdentifier } from '../lib/kernel/index.js';
 import { newPolicyKey, SlotKeys, slotLayout, type KeySourceSpec, type RotationStep } from '../lib/keys/index.js';
 import { rejection } from './fixtures/helpers.js';
-import { buildJs } from './fixtures/keys-js-build.js';
+import { buildJs } from './fixtures/js-build.js';
 import { kekFile, passphraseFile, runTsChild, secretsDir, snapshotTree } from './fixtures/keys-helpers.js';
 import { startFakeKms, type FakeKms } from './fixtures/kms-plugin.js';
 import { decodeProtectorData } from '../lib/keys/metadata-format.js';
@@ -26,7 +26,7 @@ let secrets: string;
 let slots = 0;
 
 t.before(async () => {
-  const js = await buildJs(t, ['lib/keys', 'lib/kernel', 'test/fixtures/keys-rotate-child.ts']);
+  const js = await buildJs(t, ['lib', 'test/fixtures/keys-rotate-child.ts']);
   CHILD = join(js, 'test/fixtures/keys-rotate-child.js');
   kms = await startFakeKms(t);
   secrets = await secretsDir(t);

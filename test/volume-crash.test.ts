@@ -10,9 +10,13 @@ import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kerne
 import { parseKeySource, SlotKeys } from '../lib/keys/index.js';
 import { initSlot, lock, openSlotProtector, prepare, reconcile, resolveVolume, slotStatus, unlock, defaultTrash } from '../lib/volume/index.js';
 import { readSlotState } from '../lib/volume/slot-state.js';
+import { buildJs } from './fixtures/js-build.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 
-const CHILD = new URL('./fixtures/lifecycle-child.ts', import.meta.url).pathname;
+// The children run plain-JS transpiles: the TypeScript loader would cost
+// seconds per child, and there is one child per step.
+const js = await buildJs(t, ['lib', 'test/fixtures/lifecycle-child.ts']);
+const CHILD = join(js, 'test/fixtures/lifecycle-child.js');
 const STEPS = {
   prepare: ['intent-recorded', 'key-added', 'dir-created', 'policy-set', 'probe-file-checked', 'policy-verified', 'metadata-committed', 'key-removed', 'ready'],
   unlock: ['key-added', 'target-recorded', 'mounted'],
@@ -110,7 +114,7 @@ for (const hook of Object.keys(STEPS) as Hook[]) {
     t.test(`kill -9 after ${hook}:${step}, then reconcile`, async (t) => {
       const { slot, keySource, target, seen } = await setUp(t, hook);
       const job = { hook, slot, keySource, crashAt: `${hook}:${step}`, ...(hook === 'unlock' || hook === 'lock' ? { target } : {}) };
-      const child = spawnSync(process.execPath, [...process.execArgv, CHILD, JSON.stringify(job)], { encoding: 'utf8', timeout: 120_000 });
+      const child = spawnSync(process.execPath, [CHILD, JSON.stringify(job)], { encoding: 'utf8', timeout: 120_000 });
       t.equal(child.signal, 'SIGKILL', `the child reached ${hook}:${step} and was killed there${child.stderr ? `: ${child.stderr}` : ''}`);
       // The interrupted generation's key must be accounted for too.
       const crashed = await readSlotState(slot);
