@@ -79,6 +79,26 @@ export async function openSlotProtector(root: string, source: KeySourceSpec): Pr
   return new SlotKeys(slot).openProtector(source, state.protector);
 }
 
+/**
+ * Moves the slot's protector to a new key source: P is rewrapped, no volume
+ * key or data is touched. Holds the slot lock, so no hook opens the
+ * protector half-way through; lib/keys makes the rotation itself crash-safe.
+ */
+export async function rotateKeySource(root: string, oldSource: KeySourceSpec, newSource: KeySourceSpec): Promise<ProtectorInfo> {
+  const slot = await slotRoot(root);
+  return withSlotLock(slot, async () => {
+    const state = await readSlotState(slot);
+    const info = await new SlotKeys(slot).rotate(oldSource, newSource, state.protector);
+    if (info.descriptor !== state.protector) {
+      throw new FscryptError(`rotation gave protector ${info.descriptor}, but the slot's state names ${state.protector}; the slot cannot be opened until this is repaired`, {
+        code: 'ERR_STATE',
+        path: slot,
+      });
+    }
+    return info;
+  });
+}
+
 /** The real path of a slot root, which must be a directory (never a symlink). */
 export async function slotRoot(root: string): Promise<string> {
   if (typeof root !== 'string' || !root.startsWith('/')) {

@@ -2,9 +2,8 @@
 // protector key under a new key source. O(1): no volume key and no data is
 // touched, so it is safe while volumes are published.
 import type { Command } from 'commander';
-import { FscryptError } from '../../kernel/index.js';
-import { SlotKeys } from '../../keys/index.js';
-import { openSlotProtector, slotStatus } from '../../volume/index.js';
+import { realpath } from 'node:fs/promises';
+import { openSlotProtector, rotateKeySource } from '../../volume/index.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { KEY_SOURCE_HELP, keySourceArg } from '../key-source-arg.js';
 
@@ -38,14 +37,8 @@ export function registerRotate(program: Command, state: RunState): void {
       const oldSource = keySourceArg(options.keySource, '--key-source');
       const newSource = keySourceArg(options.newKeySource, '--new-key-source');
       const root = absolutePath(slot);
-      const { root: realRoot, protector: descriptor } = await slotStatus(root);
-      const info = await new SlotKeys(realRoot).rotate(oldSource, newSource, descriptor);
-      if (info.descriptor !== descriptor) {
-        throw new FscryptError(`rotation gave protector ${info.descriptor}, but the slot's state names ${descriptor}; the slot cannot be opened until this is repaired`, {
-          code: 'ERR_STATE',
-          path: realRoot,
-        });
-      }
+      const realRoot = await realpath(root);
+      const info = await rotateKeySource(realRoot, oldSource, newSource);
       // Prove the slot opens with the new source the way every hook opens it.
       (await openSlotProtector(realRoot, newSource)).close();
       output.result(
