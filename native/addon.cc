@@ -10,12 +10,18 @@
 // as `new FscryptError(undefined, { errno, syscall, ioctl, path })` so the
 // message and code are composed in one place, in TypeScript.
 //
+// One synchronous exception: flock(LOCK_NB) for the slot lock, which never
+// blocks and so needs no worker. Node has no flock, and a lock the kernel
+// drops when its holder dies is the only kind a crash cannot wedge and that
+// works across PID namespaces (the agent's container and an admin's shell).
+//
 // Key bytes are copied into worker-owned native memory and wiped with
 // explicit_bzero right after the ioctl, and again in the destructor so that
 // no path (success, failure, or a worker that never ran) leaves them behind.
 
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -427,6 +433,24 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// flock(fd, operation) -> 0 or a negative errno. Only LOCK_NB operations
+// are accepted, so the call can never block the event loop.
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), "flock(fd, operation) takes two numbers");
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  const int operation = info[1].As<Napi::Number>().Int32Value();
+  if ((operation & LOCK_NB) == 0) {
+    throw Napi::RangeError::New(info.Env(), "flock operation must include LOCK_NB");
+  }
+  int rc;
+  do {
+    rc = flock(fd, operation);
+  } while (rc != 0 && errno == EINTR);
+  return Napi::Number::New(info.Env(), rc == 0 ? 0 : -errno);
+}
+
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsFunction()) {
     throw Napi::TypeError::New(info.Env(), "error class must be a function");
@@ -446,6 +470,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getKeyStatus", Napi::Function::New(env, Start<KeyStatusWorker>));
   exports.Set("getNonce", Napi::Function::New(env, Start<NonceWorker>));
   exports.Set("probe", Napi::Function::New(env, Start<ProbeWorker>));
+  exports.Set("flock", Napi::Function::New(env, Flock));
   return exports;
 }
 

@@ -49,6 +49,8 @@ export interface NativeBinding {
   getKeyStatus(mountpoint: string, specType: number, specBytes: Uint8Array): Promise<RawKeyStatus>;
   getNonce(path: string): Promise<Buffer>;
   probe(path: string): Promise<RawProbe>;
+  /** flock(2) with LOCK_NB (required): 0, or a negative errno. Synchronous. */
+  flock(fd: number, operation: number): number;
 }
 
 // lib/kernel/binding.ts and dist/kernel/binding.js both sit two levels below

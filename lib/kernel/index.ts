@@ -3,6 +3,7 @@ export * from './api.js';
 export * from './constants.js';
 export { FscryptError, isFscryptError } from './errors.js';
 export type { ErrnoCode, FscryptErrorCode, FscryptErrorDetails, FscryptLocalCode } from './errors.js';
+export { tryLockExclusive } from './file-lock.js';
 export { keyIdentifier } from './identifier.js';
 export { findMount, isWithin, parseMountInfo, readMountInfo, type MountInfo } from './mountinfo.js';
 export { defaultPolicy, samePolicy, type Policy, type PolicyV1, type PolicyV2 } from './policy.js';

@@ -8,7 +8,7 @@
 // with the directory's, yet holds the same inodes. Under a locked encrypted
 // directory the names below it are no-key names, but the directory's own path
 // (in an unencrypted parent) stays stable, so a prefix test on it still works.
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat as fsStat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isWithin, parseMountInfo, readMountInfo, type MountInfo } from '../kernel/index.js';
 import { locate, pathOnFilesystem, type FsLocation } from './mounts-location.js';
@@ -39,6 +39,12 @@ export interface Blocker {
   deleted?: true;
   /** For 'mount': the directory of the filesystem it shows; for 'mount-point': what is mounted there. */
   source?: string;
+  /**
+   * The file was opened through a mount since detached (`umount -l`): no
+   * mount table places it any more, so it is only known to be on the
+   * directory's filesystem, not that it is under the directory.
+   */
+  detached?: true;
 }
 
 /** A mount namespace's table, indexed for the lookups below. */
@@ -81,6 +87,13 @@ function mountOfPath(path: string, table: MountTable): MountInfo | undefined {
     if (mount !== undefined) return mount;
     if (prefix === '/' || prefix === '.' || prefix === '') return undefined;
   }
+}
+
+/** "major:minor" of a dev_t, as /proc/self/mountinfo writes it (glibc's encoding). */
+function deviceName(dev: bigint): string {
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
 }
 
 /** readlink of /proc files: " (deleted)" marks an unlinked file. */
@@ -191,6 +204,26 @@ class BlockerScan {
     }
   }
 
+  /**
+   * Open files of `pid` on the directory's filesystem reached through a
+   * detached mount (their mount id is in no table). Only worth the extra
+   * fdinfo and stat calls when the precise scan found nothing.
+   */
+  async scanDetached(pid: number): Promise<void> {
+    const namespace = await readlink(`/proc/${pid}/ns/mnt`);
+    const command = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+    const table = await this.tableOf(namespace, pid, command);
+    for (const fd of await readdir(`/proc/${pid}/fd`)) {
+      const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '');
+      const mountId = Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN);
+      if (Number.isNaN(mountId) || table.byId.has(mountId)) continue;
+      const stat = await fsStat(`/proc/${pid}/fd/${fd}`, { bigint: true }).catch(() => undefined);
+      if (stat === undefined || deviceName(stat.dev) !== this.target.device) continue;
+      const { path, deleted } = splitDeleted(await readlink(`/proc/${pid}/fd/${fd}`));
+      this.blockers.push({ kind: 'open-file', pid, command, path, detached: true, ...(deleted ? { deleted: true as const } : {}) });
+    }
+  }
+
   /** Mounts, in every namespace seen, whose source is under the directory or that are mounted on a path under it. */
   async scanMounts(): Promise<void> {
     for (const [namespace, tablePromise] of this.tables) {
@@ -246,6 +279,15 @@ export async function findBlockers(dir: string): Promise<Blocker[]> {
     }
   });
   await scan.scanMounts();
+  if (scan.blockers.length === 0) {
+    await forEachLimited(pids, PROCESS_CONCURRENCY, async (pid) => {
+      try {
+        await scan.scanDetached(pid);
+      } catch (error) {
+        if (!isVanished(error)) throw error;
+      }
+    });
+  }
   return scan.blockers.sort(
     (a, b) => KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) || (a.pid ?? 0) - (b.pid ?? 0) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0),
   );
@@ -256,7 +298,9 @@ function describeOne(blocker: Blocker): string {
   const path = `${JSON.stringify(blocker.path).slice(1, -1)}${blocker.deleted ? ' (deleted)' : ''}`;
   switch (blocker.kind) {
     case 'open-file':
-      return `${who} has ${path} open`;
+      return blocker.detached
+        ? `${who} has ${path} open through a detached (lazily unmounted) mount of this filesystem`
+        : `${who} has ${path} open`;
     case 'cwd':
       return `${who} has its working directory at ${path}`;
     case 'root':

@@ -5,7 +5,8 @@
 import { join } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
-import { stillPublished } from './lock.js';
+import { checkVolumeClaim, stillPublished } from './current-volume.js';
+import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { finishErase, recoverInterrupted } from './recovery.js';
 import { slotPaths } from './slot-layout.js';
 import { withSlotLock } from './slot-lock.js';
@@ -34,6 +35,7 @@ export async function erase(volume: Volume, options: HookOptions = {}): Promise<
         await recoverInterrupted(volume.slot, state, options);
         return {};
       }
+      await checkVolumeClaim(volume, record);
       if (record.phase === 'ready') {
         const published = await stillPublished(volume, record.targets);
         if (published.length > 0) {
@@ -42,9 +44,18 @@ export async function erase(volume: Volume, options: HookOptions = {}): Promise<
             { code: 'ERR_BUSY', path: volume.path },
           );
         }
+        if (record.adminUnlocked) {
+          throw new FscryptError(`refusing to erase ${volume.path}: an admin unlocked it (someone may be using it); lock it first`, {
+            code: 'ERR_BUSY',
+            path: volume.path,
+          });
+        }
+        // The key goes out before the decision is recorded: files still in
+        // use (an unrecorded mount, a process inside) fail the erase here,
+        // rather than being rolled forward over by reconcile later.
+        await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'erase', options));
         record.phase = 'erasing';
         record.targets = [];
-        record.adminUnlocked = false;
         await writeSlotState(volume.slot, state);
         await step('erase', 'intent-recorded', options);
       }

@@ -7,8 +7,8 @@ import { step, type HookOptions, type Volume } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { isBindOf, mountAt, unmount } from './mounts.js';
 import { withSlotLock } from './slot-lock.js';
-import { readSlotState, writeSlotState, type TargetRecord } from './slot-state.js';
-import { currentRecord } from './unlock.js';
+import { currentRecord, stillPublished } from './current-volume.js';
+import { readSlotState, writeSlotState } from './slot-state.js';
 
 export interface LockOptions extends HookOptions {
   /** Without a target: also unmount every target the volume is published at. */
@@ -35,7 +35,7 @@ export async function lock(volume: Volume, target?: string, options: LockOptions
     volume.slot,
     async () => {
       const state = await readSlotState(volume.slot);
-      const record = currentRecord(state, volume, 'lock');
+      const record = await currentRecord(state, volume, 'lock');
 
       if (target !== undefined) {
         await unpublish(volume, target);
@@ -87,10 +87,4 @@ async function unpublish(volume: Volume, target: string): Promise<void> {
     // Absent is fine; a non-empty directory is not ours to empty.
     if (error.code !== 'ENOENT' && error.code !== 'ENOTEMPTY') throw error;
   });
-}
-
-/** The recorded targets the kernel's mount table confirms. */
-export async function stillPublished(volume: Volume, targets: TargetRecord[]): Promise<TargetRecord[]> {
-  const checks = await Promise.all(targets.map((t) => isBindOf(t.path, volume.path, { readonly: t.readonly })));
-  return targets.filter((_, i) => checks[i]);
 }

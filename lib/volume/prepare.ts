@@ -66,7 +66,13 @@ export async function prepare(root: string, protector: OpenProtector, options: P
         await addVolumeKey(slot, key, identifier);
         await step('prepare', 'key-added', options);
 
-        await mkdir(dir, { mode: options.mode ?? 0o755 });
+        await mkdir(dir, { mode: options.mode ?? 0o755 }).catch((error: NodeJS.ErrnoException) => {
+          if (error.code !== 'EEXIST') throw error;
+          throw new FscryptError(
+            `${dir} already exists, but the slot state does not know it; refusing to touch it. Move it out of the slot, then prepare again`,
+            { code: 'ERR_STATE', path: dir },
+          );
+        });
         await step('prepare', 'dir-created', options);
 
         const policy = defaultPolicy(identifier);

@@ -7,7 +7,7 @@ import { getKeyStatus } from '../kernel/index.js';
 import { wipe, type OpenProtector } from '../keys/index.js';
 import type { HookOptions } from './hook-options.js';
 import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.js';
-import { stillPublished } from './lock.js';
+import { stillPublished } from './current-volume.js';
 import { recoverInterrupted } from './recovery.js';
 import { slotPaths, volumePath } from './slot-layout.js';
 import { withSlotLock } from './slot-lock.js';

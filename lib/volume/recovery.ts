@@ -6,8 +6,9 @@
 //   out (no PV is created before `ready`), so nothing of value is lost.
 // - An interrupted erase is rolled forward: the tenant is gone and the
 //   decision to destroy the key was recorded before anything was touched.
-import { lstat, rename } from 'node:fs/promises';
+import { lstat, readdir, rename, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { getPolicy } from '../kernel/index.js';
 import { SlotKeys } from '../keys/index.js';
 import { step, type HookOptions } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
@@ -27,13 +28,29 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
   const volume = state.volume!;
   const dir = volumePath(slot, volume.generation);
   await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'prepare', options));
-  // The directory holds at most the probe file: it was never published.
-  if (await exists(dir)) await removeTree(dir);
+  await removeUnfinishedGeneration(dir, volume.identifier, options);
   await new SlotKeys(slot).destroyPolicy(volume.identifier);
   state.volume = null;
   await writeSlotState(slot, state);
-  options.onProgress?.({ hook: 'reconcile', kind: 'note', message: `rolled back the interrupted prepare of ${volume.name}` });
   return state;
+}
+
+/**
+ * Removes the directory an interrupted prepare made, and only that: one
+ * with this generation's policy (it holds at most the probe file: it was
+ * never published), or an empty plain one (made, policy not yet set).
+ * Anything else under that name is not ours, and is left for an admin.
+ */
+async function removeUnfinishedGeneration(dir: string, identifier: string, options: HookOptions): Promise<void> {
+  if (!(await exists(dir))) return;
+  const policy = await getPolicy(dir);
+  if (policy?.version === 2 && policy.identifier === identifier) {
+    await removeTree(dir);
+  } else if (policy === null && (await readdir(dir)).length === 0) {
+    await rmdir(dir);
+  } else {
+    options.onProgress?.({ hook: 'prepare', kind: 'note', message: `left ${dir} in place: it is not the generation this prepare made` });
+  }
 }
 
 /**

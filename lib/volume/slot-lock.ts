@@ -1,9 +1,14 @@
 // One hook at a time per slot: within this process (a promise chain per
-// slot) and across processes (the agent and an admin's CLI) through a lock
-// file holding the owner's pid and process start time. A lock whose owner is
-// gone (crash, kill -9) is taken over, so a crash never wedges a slot.
-import { readFile, unlink, writeFile } from 'node:fs/promises';
-import { FscryptError } from '../kernel/index.js';
+// slot) and across processes (the agent and an admin's CLI) through flock(2)
+// on <slot>/.fscrypt-local/lock. The kernel drops the lock when its holder's
+// descriptor closes, so a crash or kill -9 never wedges a slot, and the lock
+// works whatever PID namespace each holder runs in. The file's content only
+// says who holds it, for the error message; it is never deleted, because
+// unlinking a flock'ed file lets two processes lock two different inodes.
+import { constants } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { FscryptError, tryLockExclusive } from '../kernel/index.js';
 import { slotPaths } from './slot-layout.js';
 
 const chains = new Map<string, Promise<unknown>>();
@@ -16,14 +21,16 @@ export interface SlotLockOptions {
 /** Runs `fn` holding the slot's lock. */
 export async function withSlotLock<T>(root: string, fn: () => Promise<T>, options: SlotLockOptions = {}): Promise<T> {
   const previous = chains.get(root) ?? Promise.resolve();
-  const run = previous.catch(() => undefined).then(async () => {
-    const release = await acquireFileLock(root, options.timeoutMs ?? 60_000);
-    try {
-      return await fn();
-    } finally {
-      await release();
-    }
-  });
+  const run = previous
+    .catch(() => undefined)
+    .then(async () => {
+      const handle = await acquireFileLock(root, options.timeoutMs ?? 60_000);
+      try {
+        return await fn();
+      } finally {
+        await handle.close(); // releases the flock
+      }
+    });
   chains.set(root, run);
   try {
     return await run;
@@ -32,43 +39,37 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
   }
 }
 
-async function processStartTime(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Field 22 (starttime) comes after the parenthesised command name.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-async function acquireFileLock(root: string, timeoutMs: number): Promise<() => Promise<void>> {
+async function acquireFileLock(root: string, timeoutMs: number): Promise<FileHandle> {
   const { lockFile } = slotPaths(root);
-  const me = `${process.pid} ${await processStartTime(process.pid)}\n`;
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await writeFile(lockFile, me, { flag: 'wx', mode: 0o600 });
-      return async () => {
-        if ((await readFile(lockFile, 'utf8').catch(() => '')) === me) await unlink(lockFile).catch(() => undefined);
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const owner = await readFile(lockFile, 'utf8').catch(() => '');
-    const [pid, started] = owner.trim().split(' ');
-    const alive = pid !== undefined && /^\d+$/.test(pid) && (await processStartTime(Number(pid))) === started;
-    if (!alive) {
-      // The owner died holding the lock; its hook is finished by reconcile.
-      await unlink(lockFile).catch(() => undefined);
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new FscryptError(`slot '${root}' is busy: process ${pid} holds ${lockFile}. Wait for it to finish, or stop it`, {
-        code: 'ERR_BUSY',
+  let handle: FileHandle;
+  try {
+    handle = await open(lockFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new FscryptError(`'${root}' is not an initialized slot. To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
+        code: 'ERR_STATE',
         path: root,
       });
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    throw error;
+  }
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (!tryLockExclusive(handle.fd, lockFile)) {
+      if (Date.now() >= deadline) {
+        const holder = (await readFile(lockFile, 'utf8').catch(() => '')).trim() || 'another process';
+        throw new FscryptError(`slot '${root}' is busy: ${holder} holds ${lockFile}. Wait for it to finish, or stop it`, {
+          code: 'ERR_BUSY',
+          path: root,
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await handle.truncate(0);
+    await handle.write(`pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
+    return handle;
+  } catch (error) {
+    await handle.close();
+    throw error;
   }
 }

@@ -10,7 +10,7 @@ import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fsyncDirectory } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
-import { parseVolumeName, slotPaths } from './slot-layout.js';
+import { parseVolumeName, slotPaths, VOLUME_NAME_PATTERN } from './slot-layout.js';
 
 export type VolumePhase = 'preparing' | 'ready' | 'erasing';
 
@@ -75,10 +75,14 @@ export async function readSlotState(root: string): Promise<SlotState> {
 }
 
 function bad(file: string, why: string): FscryptError {
-  return new FscryptError(`the slot state ${file} is corrupt: ${why}. Inspect it, or restore it from the slot's metadata with \`fscrypt-local status\``, {
-    code: 'ERR_BAD_METADATA',
-    path: file,
-  });
+  return new FscryptError(
+    `the slot state ${file} is corrupt: ${why}. Repair it by hand, or move it away and run \`fscrypt-local init-slot\` with the slot's key source: ` +
+      'the existing volume is then kept as a stray directory (never deleted), and new generations are numbered above it',
+    {
+      code: 'ERR_BAD_METADATA',
+      path: file,
+    },
+  );
 }
 
 function checkState(value: unknown, file: string): SlotState {
@@ -90,7 +94,7 @@ function checkState(value: unknown, file: string): SlotState {
     const v = s.volume as Partial<VolumeRecord> | undefined;
     if (typeof v !== 'object' || v === null) throw bad(file, 'bad volume');
     if (!Number.isSafeInteger(v.generation) || v.generation! >= s.nextGeneration!) throw bad(file, 'bad volume generation');
-    if (typeof v.name !== 'string' || parseVolumeName(v.name) !== v.generation) throw bad(file, 'bad volume name');
+    if (typeof v.name !== 'string' || !VOLUME_NAME_PATTERN.test(v.name) || parseVolumeName(v.name) !== v.generation) throw bad(file, 'bad volume name');
     if (typeof v.identifier !== 'string' || !/^[0-9a-f]{32}$/.test(v.identifier)) throw bad(file, 'bad volume identifier');
     if (v.phase !== 'preparing' && v.phase !== 'ready' && v.phase !== 'erasing') throw bad(file, 'bad volume phase');
     if (!Array.isArray(v.targets) || !v.targets.every((t) => typeof t?.path === 'string' && t.path.startsWith('/') && typeof t.readonly === 'boolean')) {

@@ -67,9 +67,24 @@ export async function initSlot(root: string, source: KeySourceSpec, options: Ini
     } else {
       descriptor = (await keys.createProtector(source, { name: options.name ?? 'fscrypt-local' })).descriptor;
     }
-    await writeSlotState(slot, { version: 1, protector: descriptor, nextGeneration: 1, volume: null });
+    await writeSlotState(slot, { version: 1, protector: descriptor, nextGeneration: (await highestGeneration(slot)) + 1, volume: null });
     return { root: slot, protector: descriptor, created: true };
   });
+}
+
+/**
+ * The highest generation on disk, in the slot or its trash. A slot whose
+ * state was lost and initialised again must never reuse a name: prepare
+ * would meet a directory it does not know.
+ */
+async function highestGeneration(slot: string): Promise<number> {
+  const [entries, trash] = await Promise.all([readdir(slot), readdir(slotPaths(slot).trashDir).catch(() => [])]);
+  let highest = 0;
+  for (const name of [...entries, ...trash]) {
+    const match = VOLUME_NAME_PATTERN.exec(name);
+    if (match) highest = Math.max(highest, Number(match[1]));
+  }
+  return highest;
 }
 
 /** Opens the slot's protector with a key source: the handle prepare and unlock need. */

@@ -5,10 +5,11 @@ import { lstat, mkdir } from 'node:fs/promises';
 import { defaultPolicy, FscryptError, getPolicy, samePolicy } from '../kernel/index.js';
 import { wipe, type OpenProtector } from '../keys/index.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
+import { currentRecord, stillPublished } from './current-volume.js';
 import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.js';
 import { bindMount, isBindOf, mountAt } from './mounts.js';
 import { withSlotLock } from './slot-lock.js';
-import { readSlotState, writeSlotState, type SlotState, type VolumeRecord } from './slot-state.js';
+import { readSlotState, writeSlotState, type SlotState, type TargetRecord, type VolumeRecord } from './slot-state.js';
 
 export interface TargetOptions {
   /** Absolute path to bind-mount the volume at; created if missing (its parent must exist). */
@@ -30,12 +31,16 @@ export async function unlock(volume: Volume, protector: OpenProtector, target?: 
   if (target !== undefined && (typeof target.path !== 'string' || !target.path.startsWith('/'))) {
     throw FscryptError.invalidArgument(`the target must be an absolute path, got ${JSON.stringify(target.path)}`);
   }
+  const wanted = target === undefined ? undefined : { path: target.path, readonly: target.readonly === true };
   return withSlotLock(
     volume.slot,
     async () => {
       const state = await readSlotState(volume.slot);
-      const record = currentRecord(state, volume, 'unlock');
+      const record = await currentRecord(state, volume, 'unlock');
       await verifyVolumeDirectory(volume);
+      // A target that holds something else fails before any key is added.
+      const alreadyPublished = wanted !== undefined && (await isBindOf(wanted.path, volume.path, { readonly: wanted.readonly }));
+      if (wanted !== undefined && !alreadyPublished) await refuseForeignMount(wanted.path, record);
 
       const key = await protector.unwrapPolicyKey(volume.identifier);
       try {
@@ -45,35 +50,45 @@ export async function unlock(volume: Volume, protector: OpenProtector, target?: 
       }
       await step('unlock', 'key-added', options);
 
-      if (target === undefined) {
-        record.adminUnlocked = true;
-        await writeSlotState(volume.slot, state);
-        return { targets: record.targets.length };
+      try {
+        if (wanted === undefined) {
+          record.adminUnlocked = true;
+          await writeSlotState(volume.slot, state);
+        } else if (alreadyPublished) {
+          if (!record.targets.some((t) => t.path === wanted.path)) {
+            record.targets.push(wanted);
+            await writeSlotState(volume.slot, state);
+          }
+        } else {
+          await publish(volume, state, record, wanted, options);
+        }
+      } catch (error) {
+        // The key goes back out unless something still uses it (invariant 2).
+        if (!record.adminUnlocked && (await stillPublished(volume, record.targets).catch(() => [])).length === 0) {
+          await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'unlock', options)).catch(() => undefined);
+        }
+        throw error;
       }
-      await publish(volume, state, record, { path: target.path, readonly: target.readonly === true }, options);
       return { targets: record.targets.length };
     },
     options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
   );
 }
 
-async function publish(volume: Volume, state: SlotState, record: VolumeRecord, target: { path: string; readonly: boolean }, options: HookOptions): Promise<void> {
-  const known = record.targets.find((t) => t.path === target.path);
-  if (await isBindOf(target.path, volume.path, { readonly: target.readonly })) {
-    if (!known) {
-      record.targets.push(target);
-      await writeSlotState(volume.slot, state);
-    }
-    return; // already published here, as asked
-  }
-  const mounted = await mountAt(target.path);
-  if (mounted) {
-    throw new FscryptError(
-      `'${target.path}' already has a different mount (${mounted.source} ${mounted.root}${known && known.readonly !== target.readonly ? `, readonly=${known.readonly}` : ''}); unmount it first`,
-      { code: 'EEXIST', path: target.path },
-    );
-  }
+async function refuseForeignMount(target: string, record: VolumeRecord): Promise<void> {
+  const mounted = await mountAt(target);
+  if (!mounted) return;
+  const known = record.targets.find((t) => t.path === target);
+  throw new FscryptError(
+    `'${target}' already has a different mount (${mounted.source} ${mounted.root}${known ? `, or this volume with readonly=${known.readonly}` : ''}); unmount it first`,
+    { code: 'EEXIST', path: target },
+  );
+}
+
+/** Records the target, then bind-mounts the volume there; a failed mount forgets the target again. */
+async function publish(volume: Volume, state: SlotState, record: VolumeRecord, target: TargetRecord, options: HookOptions): Promise<void> {
   // Record the target before mounting, so a crash in between is seen by reconcile.
+  const known = record.targets.find((t) => t.path === target.path);
   if (!known) record.targets.push(target);
   else known.readonly = target.readonly;
   await writeSlotState(volume.slot, state);
@@ -86,30 +101,9 @@ async function publish(volume: Volume, state: SlotState, record: VolumeRecord, t
   } catch (error) {
     record.targets = record.targets.filter((t) => t.path !== target.path);
     await writeSlotState(volume.slot, state);
-    if (record.targets.length === 0 && !record.adminUnlocked) {
-      await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'unlock', options)).catch(() => undefined);
-    }
     throw error;
   }
   await step('unlock', 'mounted', options);
-}
-
-/** The state record of `volume`, which must be the slot's current, ready volume. */
-export function currentRecord(state: SlotState, volume: Volume, hook: string): VolumeRecord {
-  const record = state.volume;
-  if (!record || record.generation !== volume.generation || record.identifier !== volume.identifier) {
-    throw new FscryptError(`cannot ${hook} ${volume.path}: it is not the current volume of slot '${volume.slot}' (erased or replaced)`, {
-      code: 'ENOENT',
-      path: volume.path,
-    });
-  }
-  if (record.phase !== 'ready') {
-    throw new FscryptError(`cannot ${hook} ${volume.path}: the volume is ${record.phase}. To fix: run \`fscrypt-local reconcile ${volume.slot}\``, {
-      code: 'ERR_STATE',
-      path: volume.path,
-    });
-  }
-  return record;
 }
 
 /**
