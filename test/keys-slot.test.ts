@@ -214,6 +214,30 @@ t.test('destroyPolicy crypto-erases: the wrapped key is gone from the disk image
   open.close();
 });
 
+t.test('a policy rewritten to add a second protector leaves no copy of its first version on disk after destroyPolicy', async (t) => {
+  const root = join(fs.mountpoint, 'slot-two-protectors');
+  await mkdir(root);
+  const dir = await secretsDir(t);
+  const slot = new SlotKeys(root);
+  const first = await slot.createAndOpenProtector((await kekFile(dir, 'a')).spec, { name: 'first' });
+  const second = await slot.createAndOpenProtector((await kekFile(dir, 'b')).spec, { name: 'break-glass' });
+  const key = newPolicyKey();
+  const { identifier } = await first.addPolicy(key);
+  const file = join(slotLayout(root).policiesDir, identifier);
+  const underFirst = Buffer.from(decodePolicyData(await readFile(file)).wrappedPolicyKeys[0]!.wrappedKey.encryptedKey);
+  syncFs(root);
+  t.ok((await readFile(fs.image!)).includes(underFirst), 'before: the first version is on disk');
+
+  t.same((await second.addPolicy(key)).protectors.length, 2, 'the file is rewritten with both protectors');
+  t.ok((await second.unwrapPolicyKey(identifier)).equals(key));
+  await slot.destroyPolicy(identifier);
+  syncFs(root);
+  t.notOk((await readFile(fs.image!)).includes(underFirst), 'after: not even the replaced first version is on the disk image');
+  t.same(await readdir(slotLayout(root).eraseDir), [], 'nothing left to erase');
+  first.close();
+  second.close();
+});
+
 t.test('a protector key is 32 CSPRNG bytes whose descriptor names the file', async (t) => {
   const root = join(fs.mountpoint, 'slot-descriptor');
   await mkdir(root);

@@ -3,15 +3,23 @@
 // and no key-source call per volume. P lives in a secret Buffer until close().
 import { timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
-import { FscryptError, keyIdentifier } from '../kernel/index.js';
+import { defaultPolicy, ENCRYPTION_MODES, FscryptError, keyIdentifier } from '../kernel/index.js';
 import { badMetadata, type PolicyData } from './metadata-format.js';
-import { withSlotKeysLock } from './metadata-store.js';
+import { policyTag, withSlotKeysLock } from './metadata-store.js';
 import { normalizeHex, POLICY_IDENTIFIER, policyInfo, type PolicyInfo, type ProtectorInfo, type SlotRecords } from './slot-records.js';
 import { wipe } from './secret.js';
 import { keyDescriptor, POLICY_KEY_SIZE, unwrapKey, wrapKey } from './wrap.js';
 
-/** The options of every policy this library creates: v2, AES-256-XTS / AES-256-CTS, 32-byte padding. */
-export const POLICY_OPTIONS = Object.freeze({ padding: 32, contents: 1, filenames: 4, policyVersion: 2 } as const);
+// The policy every volume gets (lib/kernel's defaultPolicy), as fscrypt's
+// metadata records it: v2, AES-256-XTS / AES-256-CTS, 32-byte padding.
+const VOLUME_POLICY = defaultPolicy('00'.repeat(16));
+/** The options of every policy this library creates, in fscrypt's metadata numbering. */
+export const POLICY_OPTIONS = Object.freeze({
+  padding: VOLUME_POLICY.padding,
+  contents: ENCRYPTION_MODES[VOLUME_POLICY.contents],
+  filenames: ENCRYPTION_MODES[VOLUME_POLICY.filenames],
+  policyVersion: VOLUME_POLICY.version,
+});
 
 export interface OpenProtector {
   readonly descriptor: string;
@@ -99,7 +107,17 @@ export class OpenSlotProtector implements OpenProtector {
         data = existing;
       }
       data.wrappedPolicyKeys.push({ protectorDescriptor: this.descriptor, wrappedKey: wrapKey(key, policyKey) });
-      await this.records.writePolicy(data);
+      if (existing === null) {
+        await this.records.writePolicy(data);
+      } else {
+        // Replacing the file frees its old blocks, which hold K wrapped under
+        // the other protectors: keep a link to them and overwrite them after,
+        // so a later crypto-erase of this policy leaves no copy behind.
+        const tag = policyTag(identifier);
+        await this.records.store.linkToErase(this.records.policyPath(identifier), tag);
+        await this.records.writePolicy(data);
+        await this.records.store.sweep(tag);
+      }
       return policyInfo(data);
     });
   }
