@@ -93,6 +93,12 @@ t.test('init-slot makes a slot, and is idempotent with the same key source', asy
   t.match(again.body, { ok: true, created: false, protector: first.body.protector });
   const human = cli(['init-slot', slot, '--key-source', kekA]);
   t.match(human.stdout, /already initialized/);
+  // --fscrypt-conf writes the stock tool's configuration (here to a private path), and keeps a valid one.
+  const conf = join(fs.mountpoint, '..', 'fscrypt.conf');
+  const written = cliJson(['init-slot', slot, '--key-source', kekA, '--fscrypt-conf', conf]);
+  t.match(written.body, { ok: true, fscryptConf: { path: conf, action: 'written' } });
+  t.match(readFileSync(conf, 'utf8'), /"policy_version": "2"/);
+  t.match(cliJson(['init-slot', slot, '--key-source', kekA, '--fscrypt-conf', conf]).body, { fscryptConf: { action: 'kept' } });
 });
 
 t.test('init-slot with another key on an initialized slot: wrong key, exit 5', async (t) => {

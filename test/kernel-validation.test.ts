@@ -43,7 +43,7 @@ t.test('key lengths and types', async (t) => {
   for (const size of [0, 1, 15, 65, 128]) {
     await invalid(t, () => addKey('/mnt', randomKey(size)), new RegExp(`16 to 64 bytes, got ${size}`));
   }
-  await invalid(t, () => addKey('/mnt', 'secret' as unknown as Uint8Array), /Buffer or Uint8Array, got "secret"/);
+  await invalid(t, () => addKey('/mnt', 'secret' as unknown as Uint8Array), /Buffer or Uint8Array, got a string of 6 characters$/);
   await invalid(t, () => addKey('/mnt', null as unknown as Uint8Array), /got null/);
   t.throws(() => keyIdentifier(randomKey(15)), { code: 'ERR_INVALID_ARG' });
   await invalid(t, () => addKey('/mnt', randomKey(), { descriptor: 'xyz' }), /descriptor must be 16 hex digits/);
@@ -53,7 +53,7 @@ t.test('key lengths and types', async (t) => {
 });
 
 t.test('paths', async (t) => {
-  await invalid(t, () => getPolicy(''), /path must be a non-empty string, got ""/);
+  await invalid(t, () => getPolicy(''), /path must be a non-empty string, got an empty string/);
   await invalid(t, () => getPolicy(undefined as unknown as string), /got undefined/);
   await invalid(t, () => getNonce('/a\0b'), /must not contain a NUL byte/);
   await invalid(t, () => setPolicy('x'.repeat(5000), good), /longer than PATH_MAX/);
@@ -66,7 +66,7 @@ t.test('identifiers', async (t) => {
     await invalid(t, () => removeKey('/mnt', bad as string), /v2 key identifier \(32 hex digits\) or a v1 key descriptor \(16 hex digits\)/);
     await invalid(t, () => getKeyStatus('/mnt', bad as string), /32 hex digits/);
   }
-  await invalid(t, () => setPolicy('/d', { ...good, identifier: 'abc' }), /policy.identifier must be 32 hex digits, got "abc"/);
+  await invalid(t, () => setPolicy('/d', { ...good, identifier: 'abc' }), /policy.identifier must be 32 hex digits, got a string of 3 characters/);
   await invalid(t, () => setPolicy('/d', { version: 1, contents: 'AES_256_XTS', filenames: 'AES_256_CTS', padding: 32, descriptor: ID }), /policy.descriptor must be 16 hex digits/);
 });
 

@@ -4,7 +4,7 @@
 // the slot lock survives its holder's death.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { getKeyStatus } from '../lib/kernel/index.js';
@@ -147,6 +147,15 @@ t.test('the slot lock excludes another process, and its death releases the lock 
   child.kill('SIGKILL');
   await new Promise((resolve) => child.once('exit', resolve));
   t.equal(await withSlotLock(slot, async () => 'mine', { timeoutMs: 5_000 }), 'mine', 'a dead holder releases the lock');
+});
+
+t.test('unpublishing a path that was never a target leaves that directory alone', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const stranger = await newTarget();
+  await mkdir(stranger);
+  t.same(await lock(volume, stranger), { locked: true, targets: [] });
+  t.same(await readdir(stranger), [], 'the empty directory is still there');
 });
 
 t.test('hooks on a directory that is not a slot say how to make it one', async (t) => {

@@ -21,7 +21,7 @@ export const EXIT = {
   NOT_SUPPORTED: 7,
   /** The slot or volume is missing or not in the state the command needs (not initialized, no volume, erased). */
   STATE: 8,
-  /** Interrupted (SIGINT / SIGTERM); whatever was made for the command was cleaned up. */
+  /** Interrupted (SIGINT / SIGTERM). smoke cleans up what it made; the lifecycle commands leave state that reconcile finishes. */
   INTERRUPTED: 130,
 } as const;
 

@@ -15,7 +15,7 @@ import {
 } from './constants.js';
 import type { RawPolicy } from './binding.js';
 import { FscryptError } from './errors.js';
-import { describe, parseHex } from './validate.js';
+import { describe, describeName, parseHex } from './validate.js';
 
 interface PolicyCommon {
   contents: EncryptionMode;
@@ -108,7 +108,7 @@ function modeNumber(mode: unknown, what: string): number {
   if (typeof mode === 'string' && Object.hasOwn(ENCRYPTION_MODES, mode)) {
     return ENCRYPTION_MODES[mode as EncryptionMode];
   }
-  throw FscryptError.invalidArgument(`${what} must be one of ${Object.keys(ENCRYPTION_MODES).join(', ')}; got ${describe(mode)}`);
+  throw FscryptError.invalidArgument(`${what} must be one of ${Object.keys(ENCRYPTION_MODES).join(', ')}; got ${describeName(mode)}`);
 }
 
 function flagBits(flags: unknown, version: 1 | 2, contents: EncryptionMode, filenames: EncryptionMode): number {
@@ -119,7 +119,7 @@ function flagBits(flags: unknown, version: 1 | 2, contents: EncryptionMode, file
   let bits = 0;
   for (const flag of flags) {
     if (typeof flag !== 'string' || !Object.hasOwn(POLICY_FLAGS, flag)) {
-      throw FscryptError.invalidArgument(`unknown policy flag ${describe(flag)}; known: ${Object.keys(POLICY_FLAGS).join(', ')}`);
+      throw FscryptError.invalidArgument(`unknown policy flag ${describeName(flag)}; known: ${Object.keys(POLICY_FLAGS).join(', ')}`);
     }
     bits |= POLICY_FLAGS[flag as PolicyFlag];
   }

@@ -70,13 +70,20 @@ function isHex(value: string): boolean {
   return /^[0-9a-fA-F]*$/.test(value);
 }
 
-/** A short, secret-free description of a bad value for an error message. */
+/**
+ * A short, secret-free description of a bad value for an error message.
+ * Strings are described by length only: a passphrase or a hex key passed in
+ * the wrong place must not end up in a message or a log.
+ */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
   if (value instanceof Uint8Array) return `${value.constructor.name} of ${value.length} bytes`;
-  if (typeof value === 'string') {
-    return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value);
-  }
+  if (typeof value === 'string') return value.length === 0 ? 'an empty string' : `a string of ${value.length} characters`;
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'undefined') return String(value);
   return typeof value;
+}
+
+/** Like describe(), but shows short enum-like names (a mode, a flag), which are never secret. */
+export function describeName(value: unknown): string {
+  return typeof value === 'string' && /^[A-Za-z0-9_]{1,32}$/.test(value) ? JSON.stringify(value) : describe(value);
 }

@@ -44,7 +44,9 @@ export interface SecretFileLimits {
 export async function readSecretFile(path: string, limits: SecretFileLimits): Promise<Buffer> {
   let handle;
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NOCTTY);
+    // O_NONBLOCK: a FIFO given as the path must not hang a hook holding the slot lock.
+    // (Symlinks are followed: Kubernetes mounts Secret files as symlinks.)
+    handle = await open(path, constants.O_RDONLY | constants.O_NOCTTY | constants.O_NONBLOCK);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
     throw new FscryptError(`cannot read the ${limits.what} '${path}': ${code}`, { code: 'ERR_KEY_SOURCE', path, cause: error });

@@ -38,7 +38,7 @@ export async function lock(volume: Volume, target?: string, options: LockOptions
       const record = await currentRecord(state, volume, 'lock');
 
       if (target !== undefined) {
-        await unpublish(volume, target);
+        await unpublish(volume, target, record.targets.some((t) => t.path === target));
         record.targets = record.targets.filter((t) => t.path !== target);
         await writeSlotState(volume.slot, state);
         await step('lock', 'unmounted', options);
@@ -57,7 +57,7 @@ export async function lock(volume: Volume, target?: string, options: LockOptions
             { code: 'ERR_BUSY', path: volume.path },
           );
         }
-        for (const t of published) await unpublish(volume, t.path);
+        for (const t of published) await unpublish(volume, t.path, true);
         record.targets = [];
         await writeSlotState(volume.slot, state);
         await step('lock', 'unmounted', options);
@@ -76,13 +76,20 @@ export async function lock(volume: Volume, target?: string, options: LockOptions
   );
 }
 
-/** Unmounts the volume from a target and removes the target directory (CSI: the plugin deletes what it created). */
-async function unpublish(volume: Volume, target: string): Promise<void> {
+/**
+ * Unmounts the volume from a target and removes the target directory (CSI:
+ * the plugin deletes what it created), but only a directory that was a
+ * target of this volume: recorded, or found holding its mount.
+ */
+async function unpublish(volume: Volume, target: string, recorded: boolean): Promise<void> {
+  let ours = recorded;
   if (await isBindOf(target, volume.path)) {
     await unmount(target);
+    ours = true;
   } else if (await mountAt(target)) {
     throw new FscryptError(`'${target}' has a mount that is not ${volume.path}; leaving it alone`, { code: 'ERR_STATE', path: target });
   }
+  if (!ours) return;
   await rmdir(target).catch((error: NodeJS.ErrnoException) => {
     // Absent is fine; a non-empty directory is not ours to empty.
     if (error.code !== 'ENOENT' && error.code !== 'ENOTEMPTY') throw error;

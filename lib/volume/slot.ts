@@ -126,6 +126,14 @@ export async function slotRoot(root: string): Promise<string> {
   return realpath(root);
 }
 
+/** True if `dir` holds a slot's state file (a regular file; never followed through a symlink). */
+export async function isSlot(dir: string): Promise<boolean> {
+  return lstat(slotPaths(dir).stateFile).then(
+    (stat) => stat.isFile(),
+    () => false,
+  );
+}
+
 export function volumeOf(slot: string, state: SlotState): Volume | undefined {
   const v = state.volume;
   if (!v) return undefined;
@@ -139,11 +147,11 @@ export function volumeOf(slot: string, state: SlotState): Volume | undefined {
 export async function resolveVolume(path: string): Promise<Volume> {
   const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
   const candidate = await realpath(absolute);
-  const isSlot = await lstat(slotPaths(candidate).stateFile).then(() => true, () => false);
-  const slot = isSlot ? candidate : dirname(candidate);
+  const candidateIsSlot = await isSlot(candidate);
+  const slot = candidateIsSlot ? candidate : dirname(candidate);
   const state = await readSlotState(slot);
   const volume = volumeOf(slot, state);
-  if (!isSlot) {
+  if (!candidateIsSlot) {
     parseVolumeName(basename(candidate));
     if (volume?.name !== basename(candidate)) {
       throw new FscryptError(`'${candidate}' is not the current volume of slot '${slot}' (that is ${volume?.name ?? 'none'})`, { code: 'ERR_STATE', path: candidate });

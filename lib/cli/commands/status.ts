@@ -4,8 +4,8 @@ import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { FscryptError } from '../../kernel/index.js';
-import { slotStatus, type SlotStatus } from '../../volume/index.js';
-import { slotPaths, VOLUME_NAME_PATTERN } from '../../volume/slot-layout.js';
+import { isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
+import { VOLUME_NAME_PATTERN } from '../../volume/slot-layout.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { EXIT, UsageError, exitCodeFor, type ExitCode } from '../exit-codes.js';
 import { errorReport, type ErrorReport } from '../output.js';
@@ -52,13 +52,6 @@ export function registerStatus(program: Command, state: RunState): void {
       output.result({ slots, errors }, render(slots, errors), errors.length === 0);
       return exitCode;
     }),
-  );
-}
-
-async function isSlot(dir: string): Promise<boolean> {
-  return lstat(slotPaths(dir).stateFile).then(
-    (s) => s.isFile(),
-    () => false,
   );
 }
 

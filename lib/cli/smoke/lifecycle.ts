@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getKeyStatus, getPolicy, removeKey } from '../../kernel/index.js';
-import { wipe, type OpenProtector } from '../../keys/index.js';
+import { slotLayout, wipe, type OpenProtector } from '../../keys/index.js';
 import { erase, initSlot, lock, openSlotProtector, prepare, slotStatus, unlock, type Volume } from '../../volume/index.js';
 import type { Progress } from '../progress.js';
 import { commandTrash, finishTrash } from '../trash-wait.js';
@@ -253,7 +253,7 @@ async function unlockAgainStep(c: Context): Promise<CheckOutcome> {
 }
 
 function policyFile(volume: Volume): string {
-  return join(volume.slot, '.fscrypt', 'policies', volume.identifier);
+  return join(slotLayout(volume.slot).policiesDir, volume.identifier);
 }
 
 async function eraseStep(c: Context): Promise<CheckOutcome> {
