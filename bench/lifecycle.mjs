@@ -5,12 +5,12 @@
 //
 //   - crypto-erase: a slot (loop ext4 -O encrypt), a file-KEK protector held
 //     open as the agent holds it; a volume filled through its bind-mounted
-//     target, then locked (no pod: released). Timed: erase() + prepare() =
-//     key out of the kernel, wrapped key destroyed, directory renamed into the
-//     trash, then a fresh verified generation. The ciphertext left behind is
-//     deleted by a TrashCollector in the background; how long that takes is
-//     reported separately (it starts inside the timed section, during prepare,
-//     as it does under the agent).
+//     target, then locked (no pod: released). Timed: recycle(), the
+//     lifecycle's "Released, reclaim Delete" path = erase (key out of the
+//     kernel, wrapped key destroyed, directory renamed into the trash), then
+//     a fresh verified generation. The ciphertext left behind is deleted by a
+//     TrashCollector in the background, queued once the new generation is
+//     ready; how long that takes is reported separately.
 //   - upstream: the same data set in a plain directory on an ext4 made the
 //     same way. Timed: what the Deleter's DeleteContents does, read the
 //     volume directory's names and remove each top-level child recursively
@@ -29,15 +29,13 @@
 // their files, and the pause keeps that burst out of the timed section.
 //
 //   node bench/lifecycle.mjs [--json] [--sizes=250M,1G] [--runs=N] [--empty-runs=N]
-//                            [--file-size=BYTES] [--files-per-dir=N] [--defer-background]
+//                            [--file-size=BYTES] [--files-per-dir=N]
 //
 // Sizes are decimal (M = 10^6 bytes, G = 10^9); each size holds
 // size / file-size files (default 10 KB files: 1 GB = 100k files, the issue's
 // ratio) in subdirectories of --files-per-dir. Every timed section needs
 // fresh data, so each run refills the volume; filling is the slow part
 // (encrypted writes run at ~100 MB/s on a machine without AES-NI).
-// --defer-background measures a what-if: the old generation is queued for
-// deletion only after prepare returns, instead of when erase returns.
 //
 // Needs root (loop mounts, keyring, drop_caches). Runs the built package
 // (dist/; bench/run.mjs builds first). Its scratch filesystems live in a temp
@@ -69,7 +67,7 @@ const EMPTY_SET = { bytes: 0, files: 0, dirs: 0, label: 'empty' };
 // Files written at once while filling (writes go through the libuv pool).
 const FILL_CONCURRENCY = 16;
 
-const USAGE = 'usage: node bench/lifecycle.mjs [--json] [--sizes=250M,1G] [--runs=N] [--empty-runs=N] [--file-size=BYTES] [--files-per-dir=N] [--defer-background]';
+const USAGE = 'usage: node bench/lifecycle.mjs [--json] [--sizes=250M,1G] [--runs=N] [--empty-runs=N] [--file-size=BYTES] [--files-per-dir=N]';
 
 function parseSize(text) {
   const match = /^(\d+(?:\.\d+)?)([kMG]?)$/.exec(text);
@@ -78,12 +76,11 @@ function parseSize(text) {
 }
 
 function parseArgs(argv) {
-  const options = { json: false, deferBackground: false, ...DEFAULTS };
+  const options = { json: false, ...DEFAULTS };
   const integer = { '--runs': 'runs', '--empty-runs': 'emptyRuns', '--file-size': 'fileSize', '--files-per-dir': 'filesPerDir' };
   for (const arg of argv) {
     const [name, value] = arg.split('=', 2);
     if (arg === '--json') options.json = true;
-    else if (arg === '--defer-background') options.deferBackground = true;
     else if (name in integer && /^\d+$/.test(value ?? '') && Number(value) > 0) options[integer[name]] = Number(value);
     else if (name === '--sizes' && value) {
       const sizes = value.split(',').map(parseSize);
@@ -241,17 +238,15 @@ async function main() {
     const removedBefore = trash.status().removed;
     const start = process.hrtime.bigint();
     const steps = stepTimer(start);
-    // --defer-background: a stand-in collector holds the retired tree until
-    // the new generation is prepared (a what-if; erase() starts it at once).
-    const deferred = [];
-    const eraseTrash = options.deferBackground ? { add: (tree) => deferred.push(tree) } : trash;
-    await lib.erase(volume, { trash: eraseTrash, onStep: steps.onStep });
-    const eraseMs = elapsedMs(start);
-    const next = await lib.prepare(slot, protector, { onStep: steps.onStep });
+    let eraseMs = 0;
+    const onStep = (name) => {
+      steps.onStep(name);
+      if (name === 'erase:done') eraseMs = elapsedMs(start);
+    };
+    const { next } = await lib.recycle(volume, protector, { trash, onStep });
     const totalMs = elapsedMs(start);
-    for (const tree of deferred) trash.add(tree);
     await trash.idle();
-    const backgroundMs = elapsedMs(start) - eraseMs;
+    const backgroundMs = elapsedMs(start) - totalMs;
     const status = trash.status();
     if (status.failures.length > 0) throw new Error(`background deletion failed: ${status.failures.map((f) => f.error.message).join('; ')}`);
     const removedFiles = status.removed.files - removedBefore.files;
@@ -389,13 +384,11 @@ function printReport(report) {
   lines.push(`bench/lifecycle  Linux ${report.machine.kernel}, ${report.machine.cpus} CPUs (${report.machine.cpu}), Node ${report.machine.node}`);
   lines.push(`Released -> ready for the next tenant; ${p.runs} run(s) per size, each on freshly written data (${p.fileSize}-byte files, ${p.filesPerDir} per directory).`);
   lines.push(`Before each timed section: sync; echo 3 > /proc/sys/vm/drop_caches; ${SETTLE_MS} ms pause (both paths start cold). Times in ms.`);
-  lines.push('  crypto-erase = erase(volume) + prepare(slot): key out of the kernel, wrapped key destroyed, directory renamed into');
-  lines.push('                 the trash, a new verified generation (loop ext4 -O encrypt, file KEK, protector already open)');
+  lines.push('  crypto-erase = recycle(volume): erase (key out of the kernel, wrapped key destroyed, directory renamed into the trash),');
+  lines.push('                 then a new verified generation (loop ext4 -O encrypt, file KEK, protector already open)');
   lines.push('  erase, prepare = its two parts (medians)');
-  lines.push('  background   = deletion of the old generation by the TrashCollector, from erase\'s return until done: not in');
-  lines.push(p.deferBackground
-    ? '                 the timed path. --defer-background: queued only after prepare returned (what-if, not what erase() does)'
-    : '                 the timed path, but it starts when erase returns, so it runs during prepare');
+  lines.push('  background   = deletion of the old generation by the TrashCollector (not in the timed path): queued when the new');
+  lines.push('                 generation is ready, from then until done');
   lines.push('  rm -rf       = the upstream Deleter\'s cleanup: `rm -rf -- <every top-level child>`, an openat/unlinkat walk like os.RemoveAll');
   lines.push('  fs.rm        = the same with fs.promises.rm(child, {recursive, force}) per child, in process (Node 20 fans out on the libuv pool)');
   lines.push('  speed-up     = faster upstream median / crypto-erase median');

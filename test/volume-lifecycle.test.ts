@@ -16,6 +16,7 @@ import {
   openSlotProtector,
   prepare,
   reconcile,
+  recycle,
   resolveVolume,
   slotStatus,
   TrashCollector,
@@ -261,6 +262,29 @@ t.test('erase of 100k files returns at once; the next generation is usable while
   t.same(trash.status().removed, { trees: 1, files: 100_000, dirs: 101 });
   t.ok(progressSeen > 0, 'deletion reports progress');
   await lock(next, use);
+});
+
+t.test('recycle erases, prepares the next generation, and only then queues the old one for deletion', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  await writeFile(join(target, 'old'), 'old tenant');
+  await lock(volume, target);
+  const trash = new TrashCollector();
+  const queuedDuringPrepare: number[] = [];
+  const { erased, next } = await recycle(volume, protector, {
+    trash,
+    onStep: (step) => {
+      if (step.startsWith('prepare:')) queuedDuringPrepare.push(trash.status().queued.length + (trash.status().current ? 1 : 0));
+    },
+  });
+  t.equal(erased, 'vol-1');
+  t.match(next, { name: 'vol-2', generation: 2 });
+  t.ok(queuedDuringPrepare.length > 0 && queuedDuringPrepare.every((n) => n === 0), 'nothing was being deleted while the next generation was prepared');
+  t.not(trash.status().queued.length + (trash.status().current ? 1 : 0) + trash.status().removed.trees, 0, 'the old generation is queued afterwards');
+  await trash.idle();
+  t.same(await readdir(join(slot, '.fscrypt-local', 'trash')), []);
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
 });
 
 t.test('reconcile after a reboot: targets and keys are gone; state follows the kernel', async (t) => {

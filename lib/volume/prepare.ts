@@ -88,10 +88,10 @@ export async function prepare(root: string, protector: OpenProtector, options: P
         }
         await step('prepare', 'policy-verified', options);
 
-        await protector.addPolicy(key);
+        // Independent, and each waits for a journal commit (the metadata's
+        // fsyncs; REMOVE_KEY syncs the filesystem): together they share one.
+        await Promise.all([protector.addPolicy(key), removeVolumeKey(slot, identifier, removalOptions(dir, 'prepare', options))]);
         await step('prepare', 'metadata-committed', options);
-
-        await removeVolumeKey(slot, identifier, removalOptions(dir, 'prepare', options));
         await step('prepare', 'key-removed', options);
 
         state.volume.phase = 'ready';

@@ -64,18 +64,21 @@ export async function finishErase(slot: string, state: SlotState, options: HookO
   await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'erase', options));
   await step('erase', 'key-removed', options);
 
-  await new SlotKeys(slot).destroyPolicy(volume.identifier);
-  await step('erase', 'policy-destroyed', options);
-
+  // Independent steps: their flushes share journal commits.
   const trashed = join(slotPaths(slot).trashDir, volume.name);
-  if (await exists(dir)) await rename(dir, trashed);
+  await Promise.all([new SlotKeys(slot).destroyPolicy(volume.identifier), moveToTrash(dir, trashed)]);
+  await step('erase', 'policy-destroyed', options);
   await step('erase', 'moved-to-trash', options);
 
   state.volume = null;
   await writeSlotState(slot, state);
   await step('erase', 'done', options);
-  (options.trash ?? defaultTrash()).add(trashed);
+  if (!options.deferDeletion) (options.trash ?? defaultTrash()).add(trashed);
   return state;
+}
+
+async function moveToTrash(dir: string, trashed: string): Promise<void> {
+  if (await exists(dir)) await rename(dir, trashed);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -2,9 +2,8 @@
 // generation (the lifecycle's "PV Released, reclaim Delete"), then wait for
 // the old ciphertext to be deleted.
 import type { Command } from 'commander';
-import { FscryptError } from '../../kernel/index.js';
 import type { OpenProtector } from '../../keys/index.js';
-import { erase, openSlotProtector, prepare, resolveVolume, type HookOptions, type Volume } from '../../volume/index.js';
+import { erase, openSlotProtector, recycle, resolveVolume, type Volume } from '../../volume/index.js';
 import { absolutePath, action, secondsOption, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { UsageError } from '../exit-codes.js';
 import { KEY_SOURCE_HELP, keySourceArg } from '../key-source-arg.js';
@@ -56,8 +55,10 @@ export function registerErase(program: Command, state: RunState): void {
       const trash = commandTrash(progress);
       try {
         const hookOptions = { onProgress: progress.hook, trash, ...(busyTimeoutMs === undefined ? {} : { busyTimeoutMs }) };
-        await erase(volume, hookOptions);
-        const prepared: Volume | null = options.prepare && protector ? await prepareNext(volume, protector, hookOptions) : null;
+        // recycle = erase, prepare the next generation, then start deleting the old one.
+        let prepared: Volume | null = null;
+        if (options.prepare && protector) prepared = (await recycle(volume, protector, hookOptions)).next;
+        else await erase(volume, hookOptions);
         const deletion = await finishTrash(trash, progress, options.wait);
         output.result(
           {
@@ -79,17 +80,4 @@ export function registerErase(program: Command, state: RunState): void {
       }
     }),
   );
-}
-
-/** The next generation; a failure here says the erase itself is done. */
-async function prepareNext(erased: Volume, protector: OpenProtector, options: HookOptions): Promise<Volume> {
-  try {
-    return await prepare(erased.slot, protector, options);
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    throw new FscryptError(
-      `${erased.path} was erased, but preparing the next generation failed: ${message}. The slot has no volume until \`fscrypt-local prepare ${erased.slot} --key-source ...\` succeeds`,
-      { code: (error as { code?: string }).code ?? 'ERR_STATE', path: erased.slot, cause: error },
-    );
-  }
 }
