@@ -22,6 +22,8 @@ const STEPS = {
   unlock: ['key-added', 'target-recorded', 'mounted'],
   lock: ['unmounted', 'key-removed'],
   erase: ['intent-recorded', 'key-removed', 'policy-destroyed', 'moved-to-trash', 'done'],
+  // recycle runs the erase and prepare steps concurrently between its own two.
+  recycle: ['recycle:intent-recorded', 'prepare:policy-set', 'erase:policy-destroyed', 'prepare:metadata-committed', 'recycle:ready'],
 } as const;
 type Hook = keyof typeof STEPS;
 
@@ -49,11 +51,11 @@ async function setUp(t: Test, hook: Hook) {
     if (hook !== 'prepare') {
       const volume = await prepare(slot, protector);
       seen.add(volume.identifier);
-      if (hook === 'lock' || hook === 'erase') {
+      if (hook === 'lock' || hook === 'erase' || hook === 'recycle') {
         await unlock(volume, protector, { path: target });
         await writeFile(join(target, 'data'), MARKER);
       }
-      if (hook === 'erase') await lock(volume, target);
+      if (hook === 'erase' || hook === 'recycle') await lock(volume, target);
     }
   } finally {
     protector.close();
@@ -111,14 +113,15 @@ async function checkInvariants(t: Test, slot: string, keySource: string, seen: S
 
 for (const hook of Object.keys(STEPS) as Hook[]) {
   for (const step of STEPS[hook]) {
-    t.test(`kill -9 after ${hook}:${step}, then reconcile`, async (t) => {
+    t.test(`kill -9 after ${step.includes(':') ? `${hook} at ${step}` : `${hook}:${step}`}, then reconcile`, async (t) => {
       const { slot, keySource, target, seen } = await setUp(t, hook);
-      const job = { hook, slot, keySource, crashAt: `${hook}:${step}`, ...(hook === 'unlock' || hook === 'lock' ? { target } : {}) };
+      const job = { hook, slot, keySource, crashAt: step.includes(':') ? step : `${hook}:${step}`, ...(hook === 'unlock' || hook === 'lock' ? { target } : {}) };
       const child = spawnSync(process.execPath, [CHILD, JSON.stringify(job)], { encoding: 'utf8', timeout: 120_000 });
-      t.equal(child.signal, 'SIGKILL', `the child reached ${hook}:${step} and was killed there${child.stderr ? `: ${child.stderr}` : ''}`);
-      // The interrupted generation's key must be accounted for too.
+      t.equal(child.signal, 'SIGKILL', `the child reached ${job.crashAt} and was killed there${child.stderr ? `: ${child.stderr}` : ''}`);
+      // The interrupted generations' keys must be accounted for too.
       const crashed = await readSlotState(slot);
       if (crashed.volume) seen.add(crashed.volume.identifier);
+      if (crashed.retiring) seen.add(crashed.retiring.identifier);
 
       const protector = await openSlotProtector(slot, parseKeySource(keySource));
       try {

@@ -41,12 +41,11 @@ export async function reconcile(root: string, protector?: OpenProtector, options
     async () => {
       if (await removeStaleStateTemp(slot)) note('removed a stale temporary state file');
       let state = await readSlotState(slot);
-      const interrupted = state.volume?.phase;
-      if (interrupted === 'preparing' || interrupted === 'erasing') {
-        const name = state.volume!.name;
-        state = await recoverInterrupted(slot, state, options);
-        note(interrupted === 'preparing' ? `rolled back the interrupted prepare of ${name}` : `finished the interrupted erase of ${name}`);
-      }
+      const retiring = state.retiring?.name;
+      const preparing = state.volume?.phase === 'preparing' ? state.volume.name : undefined;
+      state = await recoverInterrupted(slot, state, options);
+      if (retiring !== undefined) note(`finished the interrupted erase of ${retiring}`);
+      if (preparing !== undefined) note(`rolled back the interrupted prepare of ${preparing}`);
 
       const record = state.volume;
       if (record) {

@@ -2,10 +2,11 @@
 // failed step). Both directions are idempotent: each action checks what is
 // already done, so recovery itself may be interrupted and run again.
 //
-// - An interrupted prepare is rolled back: the generation was never handed
-//   out (no PV is created before `ready`), so nothing of value is lost.
-// - An interrupted erase is rolled forward: the tenant is gone and the
-//   decision to destroy the key was recorded before anything was touched.
+// - A generation still `preparing` is rolled back: it was never handed out
+//   (no PV is created before `ready`), so nothing of value is lost.
+// - A generation `retiring` is rolled forward: its tenant is gone, its key
+//   is out of the kernel, and the decision to destroy the key was recorded
+//   before anything was touched.
 import { lstat, readdir, rename, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getPolicy } from '../kernel/index.js';
@@ -13,14 +14,14 @@ import { SlotKeys } from '../keys/index.js';
 import { step, type HookOptions } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { slotPaths, volumePath } from './slot-layout.js';
-import { writeSlotState, type SlotState } from './slot-state.js';
+import { writeSlotState, type RetiringRecord, type SlotState } from './slot-state.js';
 import { defaultTrash } from './trash.js';
 import { removeTree } from './tree-remover.js';
 
-/** Recovers a slot whose volume is `preparing` or `erasing`; returns the new state. */
+/** Recovers a slot with a generation `retiring` or `preparing`; returns the new state. */
 export async function recoverInterrupted(slot: string, state: SlotState, options: HookOptions): Promise<SlotState> {
-  if (state.volume?.phase === 'preparing') return rollBackPrepare(slot, state, options);
-  if (state.volume?.phase === 'erasing') return finishErase(slot, state, options);
+  if (state.retiring !== undefined) await finishRetiring(slot, state, options);
+  if (state.volume?.phase === 'preparing') await rollBackPrepare(slot, state, options);
   return state;
 }
 
@@ -54,27 +55,31 @@ async function removeUnfinishedGeneration(dir: string, identifier: string, optio
 }
 
 /**
- * The erase steps after the intent is recorded: key out of the kernel, the
- * wrapped key destroyed (crypto-erase), the ciphertext moved to the trash for
- * background deletion, the slot emptied.
+ * The steps of an erase after its decision is recorded, without recording
+ * the result: the key out of the kernel (until ABSENT), the wrapped key
+ * destroyed (crypto-erase) while the ciphertext is moved to the trash.
+ * Returns the trash path.
  */
-export async function finishErase(slot: string, state: SlotState, options: HookOptions): Promise<SlotState> {
-  const volume = state.volume!;
-  const dir = volumePath(slot, volume.generation);
-  await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'erase', options));
+export async function retire(slot: string, retiring: RetiringRecord, options: HookOptions): Promise<string> {
+  const dir = volumePath(slot, retiring.generation);
+  await removeVolumeKey(slot, retiring.identifier, removalOptions(dir, 'erase', options));
   await step('erase', 'key-removed', options);
-
   // Independent steps: their flushes share journal commits.
-  const trashed = join(slotPaths(slot).trashDir, volume.name);
-  await Promise.all([new SlotKeys(slot).destroyPolicy(volume.identifier), moveToTrash(dir, trashed)]);
+  const trashed = join(slotPaths(slot).trashDir, retiring.name);
+  await Promise.all([new SlotKeys(slot).destroyPolicy(retiring.identifier), moveToTrash(dir, trashed)]);
   await step('erase', 'policy-destroyed', options);
   await step('erase', 'moved-to-trash', options);
+  return trashed;
+}
 
-  state.volume = null;
+/** retire(), then the slot state records it done, and the trash is queued for deletion. */
+export async function finishRetiring(slot: string, state: SlotState, options: HookOptions): Promise<string> {
+  const trashed = await retire(slot, state.retiring!, options);
+  delete state.retiring;
   await writeSlotState(slot, state);
   await step('erase', 'done', options);
   if (!options.deferDeletion) (options.trash ?? defaultTrash()).add(trashed);
-  return state;
+  return trashed;
 }
 
 async function moveToTrash(dir: string, trashed: string): Promise<void> {

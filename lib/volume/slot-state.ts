@@ -1,7 +1,7 @@
 // The lifecycle state of one slot, persisted in the slot itself so that every
 // hook is idempotent and resumable after a crash: a hook records what it is
-// about to do (an intent: `preparing`, `erasing`, a target about to be
-// mounted) before doing it, and `reconcile` finishes or rolls back from that
+// about to do (an intent: a generation `preparing`, one `retiring`, a target
+// about to be mounted) before doing it, and `reconcile` finishes or rolls back from that
 // record plus what the kernel says, never from memory.
 //
 // The file holds no secret: key identifiers are public (they are also in the
@@ -12,7 +12,7 @@ import { fsyncDirectory } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
 import { parseVolumeName, slotPaths, VOLUME_NAME_PATTERN } from './slot-layout.js';
 
-export type VolumePhase = 'preparing' | 'ready' | 'erasing';
+export type VolumePhase = 'preparing' | 'ready';
 
 export interface TargetRecord {
   /** Where the volume is (or is about to be) bind-mounted. */
@@ -33,6 +33,17 @@ export interface VolumeRecord {
   createdAt: string;
 }
 
+/**
+ * A generation whose erase was decided: its key is out of the kernel, and
+ * destroying its wrapped key and moving its directory to the trash are
+ * under way (finished by reconcile if interrupted).
+ */
+export interface RetiringRecord {
+  generation: number;
+  name: string;
+  identifier: string;
+}
+
 export interface SlotState {
   version: 1;
   /** Descriptor of the slot's protector in .fscrypt/protectors. */
@@ -40,6 +51,7 @@ export interface SlotState {
   /** Generations are never reused, so neither are directory names. */
   nextGeneration: number;
   volume: VolumeRecord | null;
+  retiring?: RetiringRecord;
 }
 
 const MAX_STATE_BYTES = 256 * 1024;
@@ -96,11 +108,17 @@ function checkState(value: unknown, file: string): SlotState {
     if (!Number.isSafeInteger(v.generation) || v.generation! >= s.nextGeneration!) throw bad(file, 'bad volume generation');
     if (typeof v.name !== 'string' || !VOLUME_NAME_PATTERN.test(v.name) || parseVolumeName(v.name) !== v.generation) throw bad(file, 'bad volume name');
     if (typeof v.identifier !== 'string' || !/^[0-9a-f]{32}$/.test(v.identifier)) throw bad(file, 'bad volume identifier');
-    if (v.phase !== 'preparing' && v.phase !== 'ready' && v.phase !== 'erasing') throw bad(file, 'bad volume phase');
+    if (v.phase !== 'preparing' && v.phase !== 'ready') throw bad(file, 'bad volume phase');
     if (!Array.isArray(v.targets) || !v.targets.every((t) => typeof t?.path === 'string' && t.path.startsWith('/') && typeof t.readonly === 'boolean')) {
       throw bad(file, 'bad targets');
     }
     if (typeof v.adminUnlocked !== 'boolean' || typeof v.createdAt !== 'string') throw bad(file, 'bad volume fields');
+  }
+  if (s.retiring !== undefined) {
+    const r = s.retiring as Partial<RetiringRecord> | null;
+    if (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.generation) || r.generation! >= s.nextGeneration!) throw bad(file, 'bad retiring generation');
+    if (typeof r.name !== 'string' || !VOLUME_NAME_PATTERN.test(r.name) || parseVolumeName(r.name) !== r.generation) throw bad(file, 'bad retiring name');
+    if (typeof r.identifier !== 'string' || !/^[0-9a-f]{32}$/.test(r.identifier)) throw bad(file, 'bad retiring identifier');
   }
   return s as SlotState;
 }

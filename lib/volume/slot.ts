@@ -176,6 +176,8 @@ export interface SlotStatus {
     adminUnlocked: boolean;
     targets: { path: string; readonly: boolean; mounted: boolean }[];
   };
+  /** A generation whose erase was decided but not finished (reconcile finishes it). */
+  retiring: string | null;
   /** Retired generations still being deleted. */
   trash: string[];
   /** Directories in the slot that look like volumes but are not the current one. */
@@ -191,6 +193,7 @@ export async function slotStatus(root: string): Promise<SlotStatus> {
     root: slot,
     protector: state.protector,
     volume: null,
+    retiring: state.retiring?.name ?? null,
     trash: trash.sort(),
     strayVolumes: entries.filter((name) => VOLUME_NAME_PATTERN.test(name) && name !== v?.name).sort(),
   };

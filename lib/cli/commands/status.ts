@@ -22,7 +22,7 @@ export function registerStatus(program: Command, state: RunState): void {
     .command('status')
     .summary('show slots and volumes: phase, key status, targets, trash')
     .description(
-      "Show each slot PATH names: its volume's phase (preparing, ready, erasing), whether its key is in the kernel, where it is published, " +
+      "Show each slot PATH names: its volume's phase (preparing, ready), a generation still being erased, whether its key is in the kernel, where it is published, " +
         'and retired generations whose ciphertext is still being deleted. PATH may be a slot, a vol-<generation> directory, or a directory holding slots.',
     )
     .argument('[PATH...]', 'slots, volume directories, or directories holding slots');
