@@ -249,7 +249,10 @@ async function unlockAgainStep(c: Context): Promise<CheckOutcome> {
   await unlock(volume, need(c.protector, 'protector'), undefined, { onProgress: c.progress.hook });
   const back = await readFile(join(volume.path, c.markerName));
   if (!back.equals(repeated(c.markerUnit, MARKER_SIZE))) throw new CheckFailure('after unlocking again, the marker reads back different bytes');
-  return 'unlocked again with the same KEK; the marker reads back intact (left unlocked: erase must remove the key itself)';
+  // Released, as a volume is when its last pod is gone: erase refuses an unlocked one.
+  const locked = await lock(volume, undefined, { onProgress: c.progress.hook });
+  if (!locked.locked) throw new CheckFailure(`locking again left the key in the kernel (${locked.reason ?? 'no reason given'})`);
+  return 'unlocked again with the same KEK; the marker reads back intact; locked again (released)';
 }
 
 function policyFile(volume: Volume): string {
