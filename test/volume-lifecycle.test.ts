@@ -56,10 +56,10 @@ t.test('initSlot: idempotent with the same source, refuses another, adopts a pro
   await writeFile(otherKek, randomFillSync(Buffer.alloc(32)), { mode: 0o600 });
   t.match(await rejection(initSlot(slot, parseKeySource(`file:${otherKek}`))), { code: 'ERR_WRONG_KEY' });
   // A crash after the protector was created but before the state was written:
-  await rm(join(slot, '.fscrypt-local', 'slot.json'));
+  await rm(join(slot, '.fscrypt-local', 'slot.state'));
   t.same(await initSlot(slot, source), { root: slot, protector: protector.descriptor, created: true }, 'the existing protector is adopted');
   // Two protectors of the kind and no state: ambiguous, for an admin.
-  await rm(join(slot, '.fscrypt-local', 'slot.json'));
+  await rm(join(slot, '.fscrypt-local', 'slot.state'));
   await new SlotKeys(slot).createProtector(source, { name: 'second' });
   t.match(await rejection(initSlot(slot, source)), { code: 'ERR_STATE', message: /2 raw_key protectors/ });
   t.equal((await new SlotKeys(slot).listProtectors()).length, 2, 'no third protector was made');
@@ -142,7 +142,7 @@ t.test('data is ciphertext on the disk, and no key (policy key or KEK) is ever w
         t.notOk(disk.includes(needle), `the ${what} is not on disk (${encoding})`);
       }
     }
-    const state = await readFile(join(slot, '.fscrypt-local', 'slot.json'), 'utf8');
+    const state = await readFile(join(slot, '.fscrypt-local', 'slot.state'), 'utf8');
     t.notOk(state.includes(policyKey.toString('hex')) || state.includes(policyKey.toString('base64')), 'not in the state file');
   } finally {
     policyKey.fill(0);

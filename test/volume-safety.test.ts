@@ -41,7 +41,7 @@ t.test('a slot whose state was lost keeps its old volume and numbers new ones ab
   await writeFile(join(target, 'data'), 'tenant data');
   await lock(old, target);
 
-  await rm(join(slot, '.fscrypt-local', 'slot.json'));
+  await rm(join(slot, '.fscrypt-local', 'slot.state'));
   await initSlot(slot, source);
   const next = await prepare(slot, protector);
   t.equal(next.name, 'vol-2', 'the lost generation number is not reused');

@@ -1,7 +1,7 @@
 // Where things live inside a slot, and the names that may appear there.
 //
 //   <slot>/.fscrypt/                 key metadata, google/fscrypt's format (lib/keys)
-//   <slot>/.fscrypt-local/slot.json  this slot's lifecycle state (slot-state.ts)
+//   <slot>/.fscrypt-local/slot.state this slot's lifecycle state (slot-state.ts)
 //   <slot>/.fscrypt-local/lock       held while a hook runs (slot-lock.ts)
 //   <slot>/.fscrypt-local/trash/     retired generations being deleted
 //   <slot>/vol-<generation>/         the encrypted volume directory (the PV path)
@@ -28,7 +28,7 @@ export function slotPaths(root: string): SlotPaths {
   return {
     root,
     stateDir,
-    stateFile: join(stateDir, 'slot.json'),
+    stateFile: join(stateDir, 'slot.state'),
     lockFile: join(stateDir, 'lock'),
     trashDir: join(stateDir, 'trash'),
   };

@@ -6,7 +6,17 @@
 //
 // The file holds no secret: key identifiers are public (they are also in the
 // directory's encryption policy).
-import { open, rename, unlink } from 'node:fs/promises';
+//
+// On disk: two fixed halves (a double buffer), each holding a sequence
+// number, the JSON state and a SHA-256 over both. An update overwrites the
+// half not in force and fdatasyncs it: the file's size and blocks never
+// change, so that is one device flush and no journal commit, where a
+// temp-file-and-rename update costs two commits. The reader takes the valid
+// half with the higher sequence number, so an update torn by a crash leaves
+// the previous state in force, and a hook only acts once its intent's flush
+// has returned. Crash safety thus does not rely on any filesystem's ordering.
+import { createHash } from 'node:crypto';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fsyncDirectory } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
@@ -54,17 +64,69 @@ export interface SlotState {
   retiring?: RetiringRecord;
 }
 
-const MAX_STATE_BYTES = 256 * 1024;
+const HALF_SIZE = 64 * 1024;
+const MAGIC = Buffer.from('FSLSTAT1', 'latin1');
+// magic (8) | sequence (u64) | JSON length (u32) | SHA-256 of sequence, length and JSON (32) | JSON
+const HEADER_SIZE = 8 + 8 + 4 + 32;
+const MAX_JSON_BYTES = HALF_SIZE - HEADER_SIZE;
+
+interface Half {
+  sequence: bigint;
+  json: Buffer;
+}
+
+function digest(sequence: bigint, json: Buffer): Buffer {
+  const head = Buffer.alloc(12);
+  head.writeBigUInt64LE(sequence, 0);
+  head.writeUInt32LE(json.length, 8);
+  return createHash('sha256').update(head).update(json).digest();
+}
+
+/** A half, or undefined if it is empty, torn or corrupt. */
+function decodeHalf(bytes: Buffer): Half | undefined {
+  if (bytes.length < HEADER_SIZE || !bytes.subarray(0, 8).equals(MAGIC)) return undefined;
+  const sequence = bytes.readBigUInt64LE(8);
+  const length = bytes.readUInt32LE(16);
+  if (length > MAX_JSON_BYTES || HEADER_SIZE + length > bytes.length) return undefined;
+  const json = bytes.subarray(HEADER_SIZE, HEADER_SIZE + length);
+  return digest(sequence, json).equals(bytes.subarray(20, HEADER_SIZE)) ? { sequence, json } : undefined;
+}
+
+function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
+  const json = Buffer.from(JSON.stringify(state));
+  if (json.length > MAX_JSON_BYTES) {
+    throw new FscryptError(`the slot state for ${file} would be ${json.length} bytes, more than ${MAX_JSON_BYTES}; too many targets?`, { code: 'ERR_STATE', path: file });
+  }
+  const half = Buffer.alloc(HEADER_SIZE + json.length);
+  MAGIC.copy(half, 0);
+  half.writeBigUInt64LE(sequence, 8);
+  half.writeUInt32LE(json.length, 16);
+  digest(sequence, json).copy(half, 20);
+  json.copy(half, HEADER_SIZE);
+  return half;
+}
+
+/** Both halves; the one in force is the valid one with the higher sequence. */
+async function readHalves(handle: FileHandle): Promise<[Half | undefined, Half | undefined]> {
+  const bytes = Buffer.alloc(2 * HALF_SIZE);
+  const { bytesRead } = await handle.read(bytes, 0, bytes.length, 0);
+  return [decodeHalf(bytes.subarray(0, Math.min(bytesRead, HALF_SIZE))), decodeHalf(bytes.subarray(HALF_SIZE, bytesRead))];
+}
+
+function inForce(halves: [Half | undefined, Half | undefined]): { half: Half; index: 0 | 1 } | undefined {
+  const [a, b] = halves;
+  if (a && (!b || a.sequence > b.sequence)) return { half: a, index: 0 };
+  if (b) return { half: b, index: 1 };
+  return undefined;
+}
 
 export async function readSlotState(root: string): Promise<SlotState> {
   const { stateFile } = slotPaths(root);
-  let text: string;
+  let current;
   try {
     const handle = await open(stateFile, 'r');
     try {
-      const { size } = await handle.stat();
-      if (size > MAX_STATE_BYTES) throw bad(stateFile, `larger than ${MAX_STATE_BYTES} bytes`);
-      text = await handle.readFile('utf8');
+      current = inForce(await readHalves(handle));
     } finally {
       await handle.close();
     }
@@ -77,9 +139,10 @@ export async function readSlotState(root: string): Promise<SlotState> {
     }
     throw error;
   }
+  if (current === undefined) throw bad(stateFile, 'neither of its two copies is intact');
   let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    parsed = JSON.parse(current.half.json.toString('utf8'));
   } catch {
     throw bad(stateFile, 'not valid JSON');
   }
@@ -123,13 +186,39 @@ function checkState(value: unknown, file: string): SlotState {
   return s as SlotState;
 }
 
-/** Writes the state atomically and durably: temp file, fsync, rename, fsync the directory. */
+/**
+ * Writes the state atomically and durably: into the half not in force, then
+ * fdatasync. The first write creates the file (temp file, fsync, rename,
+ * fsync the directory), with both halves allocated.
+ */
 export async function writeSlotState(root: string, state: SlotState): Promise<void> {
   const { stateFile } = slotPaths(root);
+  let handle: FileHandle;
+  try {
+    handle = await open(stateFile, 'r+');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    await createStateFile(stateFile, state);
+    return;
+  }
+  try {
+    const current = inForce(await readHalves(handle));
+    const sequence = (current?.half.sequence ?? 0n) + 1n;
+    const index = current?.index === 0 ? 1 : 0;
+    await handle.write(encodeHalf(sequence, state, stateFile), 0, undefined, index * HALF_SIZE);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function createStateFile(stateFile: string, state: SlotState): Promise<void> {
   const temp = `${stateFile}.tmp`;
+  const bytes = Buffer.alloc(2 * HALF_SIZE);
+  encodeHalf(1n, state, stateFile).copy(bytes, 0);
   const handle = await open(temp, 'w', 0o600);
   try {
-    await handle.writeFile(`${JSON.stringify(state, null, 2)}\n`);
+    await handle.write(bytes, 0, bytes.length, 0);
     await handle.sync();
   } finally {
     await handle.close();

@@ -1,0 +1,69 @@
+// The double-buffered slot state: each write lands in the half not in force;
+// a torn or corrupt half leaves the other in force; both bad is a clear error.
+import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { readSlotState, writeSlotState, type SlotState } from '../lib/volume/slot-state.js';
+import { rejection } from './fixtures/helpers.js';
+
+const HALF = 64 * 1024;
+const root = await mkdtemp(join(tmpdir(), 'fscrypt-local-state-'));
+t.teardown(() => rm(root, { recursive: true, force: true }));
+await mkdir(join(root, '.fscrypt-local'));
+const file = join(root, '.fscrypt-local', 'slot.state');
+
+const state = (nextGeneration: number): SlotState => ({ version: 1, protector: '0123456789abcdef', nextGeneration, volume: null });
+
+async function flipByte(offset: number): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, offset);
+    byte[0]! ^= 0xff;
+    await handle.write(byte, 0, 1, offset);
+  } finally {
+    await handle.close();
+  }
+}
+
+t.test('writes alternate halves; the newest intact one is in force', async (t) => {
+  await writeSlotState(root, state(1));
+  t.equal((await readFile(file)).length, 2 * HALF, 'both halves are allocated up front');
+  t.same(await readSlotState(root), state(1));
+  await writeSlotState(root, state(2)); // second half
+  await writeSlotState(root, state(3)); // first half again
+  t.same(await readSlotState(root), state(3));
+  t.equal((await readFile(file)).length, 2 * HALF, 'the file never grows');
+});
+
+t.test('a torn or corrupt half leaves the previous state in force', async (t) => {
+  await writeSlotState(root, state(10)); // into the second half (the first holds 3)
+  await writeSlotState(root, state(11)); // into the first half
+  await flipByte(60); // inside the first half's JSON: its checksum no longer matches
+  t.same(await readSlotState(root), state(10), 'the intact older half is used');
+  await writeSlotState(root, state(12)); // goes to the half not in force: the damaged first one
+  t.same(await readSlotState(root), state(12));
+});
+
+t.test('with both halves damaged the error names the file and what to do', async (t) => {
+  await flipByte(30);
+  await flipByte(HALF + 30);
+  t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /slot\.state is corrupt: neither of its two copies is intact.*init-slot/ });
+});
+
+t.test('a state too large for a half is refused before anything is written', async (t) => {
+  const huge: SlotState = {
+    ...state(1),
+    volume: {
+      generation: 0,
+      name: 'vol-0',
+      identifier: '00'.repeat(16),
+      phase: 'ready',
+      targets: Array.from({ length: 2000 }, (_, i) => ({ path: `/var/lib/kubelet/pods/${'x'.repeat(40)}-${i}/mount`, readonly: false })),
+      adminUnlocked: false,
+      createdAt: new Date().toISOString(),
+    },
+  };
+  t.match(await rejection(writeSlotState(root, huge)), { code: 'ERR_STATE', message: /more than/ });
+});
