@@ -37,13 +37,37 @@ t.test('writes alternate halves; the newest intact one is in force', async (t) =
   t.equal((await readFile(file)).length, 2 * HALF, 'the file never grows');
 });
 
+t.test('a state larger than a page round-trips', async (t) => {
+  const big: SlotState = {
+    ...state(5),
+    volume: {
+      generation: 4,
+      name: 'vol-4',
+      identifier: 'ab'.repeat(16),
+      phase: 'ready',
+      targets: Array.from({ length: 100 }, (_, i) => ({ path: `/var/lib/kubelet/pods/${'p'.repeat(36)}-${i}/volumes/mount`, readonly: i % 2 === 0 })),
+      adminUnlocked: false,
+      createdAt: new Date(0).toISOString(),
+    },
+  };
+  t.ok(JSON.stringify(big).length > 4096, 'more than one page');
+  await writeSlotState(root, big);
+  t.same(await readSlotState(root), big);
+  await writeSlotState(root, state(6));
+  t.same(await readSlotState(root), state(6), 'a smaller state after a larger one');
+  await writeSlotState(root, state(7));
+  t.same(await readSlotState(root), state(7));
+});
+
 t.test('a torn or corrupt half leaves the previous state in force', async (t) => {
-  await writeSlotState(root, state(10)); // into the second half (the first holds 3)
-  await writeSlotState(root, state(11)); // into the first half
-  await flipByte(60); // inside the first half's JSON: its checksum no longer matches
+  await writeSlotState(root, state(10));
+  await writeSlotState(root, state(11));
+  const newest = (await readFile(file)).subarray(0, HALF).includes('"nextGeneration":11') ? 0 : HALF;
+  await flipByte(newest + 60); // inside the newest half's JSON: its checksum no longer matches
   t.same(await readSlotState(root), state(10), 'the intact older half is used');
-  await writeSlotState(root, state(12)); // goes to the half not in force: the damaged first one
+  await writeSlotState(root, state(12)); // goes to the half not in force: the damaged one
   t.same(await readSlotState(root), state(12));
+  t.ok((await readFile(file)).subarray(newest, newest + HALF).includes('"nextGeneration":12'), 'written over the damaged half');
 });
 
 t.test('with both halves damaged the error names the file and what to do', async (t) => {

@@ -65,6 +65,9 @@ export interface SlotState {
 }
 
 const HALF_SIZE = 64 * 1024;
+// Halves are written in whole pages, so a write never makes the kernel read
+// a page first; and read a page first, since a state rarely fills more.
+const PAGE = 4096;
 const MAGIC = Buffer.from('FSLSTAT1', 'latin1');
 // magic (8) | sequence (u64) | JSON length (u32) | SHA-256 of sequence, length and JSON (32) | JSON
 const HEADER_SIZE = 8 + 8 + 4 + 32;
@@ -97,7 +100,7 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
   if (json.length > MAX_JSON_BYTES) {
     throw new FscryptError(`the slot state for ${file} would be ${json.length} bytes, more than ${MAX_JSON_BYTES}; too many targets?`, { code: 'ERR_STATE', path: file });
   }
-  const half = Buffer.alloc(HEADER_SIZE + json.length);
+  const half = Buffer.alloc(Math.ceil((HEADER_SIZE + json.length) / PAGE) * PAGE);
   MAGIC.copy(half, 0);
   half.writeBigUInt64LE(sequence, 8);
   half.writeUInt32LE(json.length, 16);
@@ -108,9 +111,18 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
 
 /** Both halves; the one in force is the valid one with the higher sequence. */
 async function readHalves(handle: FileHandle): Promise<[Half | undefined, Half | undefined]> {
-  const bytes = Buffer.alloc(2 * HALF_SIZE);
-  const { bytesRead } = await handle.read(bytes, 0, bytes.length, 0);
-  return [decodeHalf(bytes.subarray(0, Math.min(bytesRead, HALF_SIZE))), decodeHalf(bytes.subarray(HALF_SIZE, bytesRead))];
+  return Promise.all([readHalf(handle, 0), readHalf(handle, HALF_SIZE)]);
+}
+
+async function readHalf(handle: FileHandle, offset: number): Promise<Half | undefined> {
+  const page = Buffer.alloc(PAGE);
+  const first = page.subarray(0, (await handle.read(page, 0, PAGE, offset)).bytesRead);
+  if (first.length < HEADER_SIZE || !first.subarray(0, 8).equals(MAGIC)) return undefined;
+  const needed = HEADER_SIZE + first.readUInt32LE(16);
+  if (needed <= first.length) return decodeHalf(first);
+  if (needed > HALF_SIZE) return undefined;
+  const whole = Buffer.alloc(needed);
+  return decodeHalf(whole.subarray(0, (await handle.read(whole, 0, needed, offset)).bytesRead));
 }
 
 function inForce(halves: [Half | undefined, Half | undefined]): { half: Half; index: 0 | 1 } | undefined {
