@@ -3,52 +3,19 @@
 // on tmpfs, on ext4 without the encrypt feature and when not root, cleans
 // up after itself (also on SIGINT), and its on-disk checks can fail: the
 // scanners find plaintext when it is there.
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { blockDeviceOf, fileExtents, readExtents, scanFile } from '../lib/cli/smoke/raw-device.js';
 import { findTool, runTool } from '../lib/cli/smoke/tools.js';
+import { buildCli, runCli, type CliResult } from './fixtures/cli.js';
 import { ext4, syncFs, tmpfs } from './fixtures/scratch-fs.js';
 
-// The CLI runs as shipped: lib/ compiled with the build's tsconfig into a
-// private package root (beside links to package.json, the built addon and
-// node_modules), then `node dist/cli/main.js`. Compiled from the current
-// source for this file, so never a stale dist/ and no race with another
-// test writing the repo's dist/; each run then starts in a fraction of the
-// seconds tap's TypeScript loader needs per child process.
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-
-function buildCli(): string {
-  const root = mkdtempSync(join(tmpdir(), 'fscrypt-local-cli-'));
-  chmodSync(root, 0o755); // readable by the unprivileged user some tests run it as
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  for (const name of ['package.json', 'build', 'node_modules']) symlinkSync(join(REPO, name), join(root, name));
-  // Type errors are `npm test`'s tsc step's business; whatever compiles is emitted.
-  const tsc = spawnSync(process.execPath, [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', join(REPO, 'tsconfig.build.json'), '--outDir', join(root, 'dist')], { encoding: 'utf8' });
-  const main = join(root, 'dist', 'cli', 'main.js');
-  if (!existsSync(main)) throw new Error(`building the CLI failed: ${tsc.stdout}${tsc.stderr}`);
-  return main;
-}
-
-const CLI = buildCli();
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const CLI = buildCli(t);
 
 function cli(args: string[], uid?: number): CliResult {
-  const child = spawnSync(process.execPath, [CLI, ...args], {
-    encoding: 'utf8',
-    timeout: 280_000,
-    // Another user cannot write tap's coverage records: run that child without the coverage hook.
-    ...(uid === undefined ? {} : { uid, gid: uid, env: { ...process.env, NODE_OPTIONS: '' } }),
-  });
-  return { code: child.status, stdout: child.stdout, stderr: child.stderr };
+  return runCli(CLI, args, { timeoutMs: 280_000, ...(uid === undefined ? {} : { uid }) });
 }
 
 interface Check {

@@ -1,59 +1,21 @@
 // The fscrypt-local command line itself, run as a child process the way an
 // admin runs it: help with an example on every command, the exit-code
 // contract for usage errors, and JSON errors with --json. The CLI runs from
-// its TypeScript source with tap's loader (process.execArgv), so the test
-// always exercises the code under test, never a stale dist/ build.
-import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// its current source, compiled for this file (test/fixtures/cli.ts).
+import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { UsageError } from '../lib/cli/exit-codes.js';
 import { Output, safeJson } from '../lib/cli/output.js';
+import { buildCli, parseCliJson, runCli, type CliResult } from './fixtures/cli.js';
 
-// The CLI runs as shipped: lib/ compiled with the build's tsconfig into a
-// private package root (beside links to package.json, the built addon and
-// node_modules), then `node dist/cli/main.js`. Compiled from the current
-// source for this file, so never a stale dist/ and no race with another
-// test writing the repo's dist/; each run then starts in a fraction of the
-// seconds tap's TypeScript loader needs per child process.
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-
-function buildCli(): string {
-  const root = mkdtempSync(join(tmpdir(), 'fscrypt-local-cli-'));
-  chmodSync(root, 0o755); // readable by the unprivileged user some tests run it as
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  for (const name of ['package.json', 'build', 'node_modules']) symlinkSync(join(REPO, name), join(root, name));
-  // Type errors are `npm test`'s tsc step's business; whatever compiles is emitted.
-  const tsc = spawnSync(process.execPath, [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', join(REPO, 'tsconfig.build.json'), '--outDir', join(root, 'dist')], { encoding: 'utf8' });
-  const main = join(root, 'dist', 'cli', 'main.js');
-  if (!existsSync(main)) throw new Error(`building the CLI failed: ${tsc.stdout}${tsc.stderr}`);
-  return main;
-}
-
-const CLI = buildCli();
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const CLI = buildCli(t);
 
 function cli(args: string[]): CliResult {
-  const child = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: child.status, stdout: child.stdout, stderr: child.stderr };
+  return runCli(CLI, args, { timeoutMs: 120_000 });
 }
 
 type Body = Record<string, unknown> & { ok: boolean; error?: { code: string; message: string } };
-
-function json(result: CliResult): Body {
-  try {
-    return JSON.parse(result.stdout) as Body;
-  } catch {
-    throw new Error(`not JSON (exit ${result.code}): ${result.stdout}\n${result.stderr}`);
-  }
-}
+const json = (result: CliResult): Body => parseCliJson<Body>(result);
 
 const COMMANDS = ['smoke', 'status', 'init-slot', 'prepare', 'unlock', 'lock', 'erase', 'rotate', 'reconcile', 'run'];
 

@@ -4,51 +4,23 @@
 // without the next generation), reconcile and status, their JSON results,
 // the exit code of each kind of failure, and that no KEK byte ever reaches
 // stdout or stderr.
-import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { getKeyStatus, getPolicy } from '../lib/kernel/index.js';
+import { buildCli, parseCliJson, runCli, type CliResult } from './fixtures/cli.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 
-// The CLI runs as shipped: lib/ compiled with the build's tsconfig into a
-// private package root (beside links to package.json, the built addon and
-// node_modules), then `node dist/cli/main.js`. Compiled from the current
-// source for this file, so never a stale dist/ and no race with another
-// test writing the repo's dist/; each run then starts in a fraction of the
-// seconds tap's TypeScript loader needs per child process.
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-
-function buildCli(): string {
-  const root = mkdtempSync(join(tmpdir(), 'fscrypt-local-cli-'));
-  chmodSync(root, 0o755); // readable by the unprivileged user some tests run it as
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  for (const name of ['package.json', 'build', 'node_modules']) symlinkSync(join(REPO, name), join(root, name));
-  // Type errors are `npm test`'s tsc step's business; whatever compiles is emitted.
-  const tsc = spawnSync(process.execPath, [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', join(REPO, 'tsconfig.build.json'), '--outDir', join(root, 'dist')], { encoding: 'utf8' });
-  const main = join(root, 'dist', 'cli', 'main.js');
-  if (!existsSync(main)) throw new Error(`building the CLI failed: ${tsc.stdout}${tsc.stderr}`);
-  return main;
-}
-
-const CLI = buildCli();
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const CLI = buildCli(t);
 
 // Everything the CLI printed in this file, for the secret check at the end.
 const printed: string[] = [];
 
 function cli(args: string[]): CliResult {
-  const child = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
-  printed.push(child.stdout, child.stderr);
-  return { code: child.status, stdout: child.stdout, stderr: child.stderr };
+  const result = runCli(CLI, args);
+  printed.push(result.stdout, result.stderr);
+  return result;
 }
 
 // Parsed CLI output: shapes are asserted with t.match, not trusted.
@@ -56,13 +28,7 @@ type Json = Record<string, any>;
 
 function cliJson(args: string[]): CliResult & { body: Json } {
   const result = cli([...args, '--json']);
-  let body: Json;
-  try {
-    body = JSON.parse(result.stdout) as Json;
-  } catch {
-    throw new Error(`not JSON (exit ${result.code}): ${result.stdout}\n${result.stderr}`);
-  }
-  return { ...result, body };
+  return { ...result, body: parseCliJson<Json>(result) };
 }
 
 const work = t.testdir();
