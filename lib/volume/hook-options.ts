@@ -34,12 +34,6 @@ export interface HookOptions {
   lockTimeoutMs?: number;
   /** Where erase sends retired generations for background deletion (default: a process-wide collector). */
   trash?: TrashCollector;
-  /**
-   * erase: leave the retired generation in the trash without queueing its
-   * deletion (recycle queues it once the next generation is ready, so the
-   * deletion's disk traffic does not slow the prepare that follows).
-   */
-  deferDeletion?: boolean;
 }
 
 /** Reports a finished step to both observers. */

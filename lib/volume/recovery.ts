@@ -78,7 +78,7 @@ export async function finishRetiring(slot: string, state: SlotState, options: Ho
   delete state.retiring;
   await writeSlotState(slot, state);
   await step('erase', 'done', options);
-  if (!options.deferDeletion) (options.trash ?? defaultTrash()).add(trashed);
+  (options.trash ?? defaultTrash()).add(trashed);
   return trashed;
 }
 
