@@ -99,6 +99,7 @@ function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[])
     for (const t of s.volume?.targets ?? []) {
       lines.push(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
     }
+    if (s.retiring !== null) lines.push(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
     if (s.trash.length > 0) lines.push(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
     if (s.strayVolumes.length > 0) lines.push(`${s.root}: not the current volume, left untouched: ${s.strayVolumes.join(', ')}`);
   }
