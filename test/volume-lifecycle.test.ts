@@ -6,14 +6,13 @@ import { randomFillSync } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kernel/index.js';
 import { parseKeySource, SlotKeys, type OpenProtector } from '../lib/keys/index.js';
 import {
   erase,
   initSlot,
   lock,
-  openSlotProtector,
   prepare,
   reconcile,
   recycle,
@@ -24,23 +23,13 @@ import {
   type ProgressEvent,
   type Volume,
 } from '../lib/volume/index.js';
-import { ext4, syncFs, tmpfs } from './fixtures/scratch-fs.js';
+import { syncFs, tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
+import { freshSlot } from './fixtures/volume-slot.js';
 
 const kubelet = tmpfs(t);
 let targets = 0;
 const newTarget = (): string => join(kubelet.mountpoint, `pod-${targets++}`, 'mount');
-
-async function freshSlot(t: Test, options: Parameters<typeof ext4>[1] = {}) {
-  const fs = ext4(t, options);
-  const kek = join(fs.mountpoint, '..', 'kek');
-  await writeFile(kek, randomFillSync(Buffer.alloc(32)), { mode: 0o600 });
-  const source = parseKeySource(`file:${kek}`);
-  await initSlot(fs.mountpoint, source);
-  const protector = await openSlotProtector(fs.mountpoint, source);
-  t.teardown(() => protector.close());
-  return { fs, slot: fs.mountpoint, source, protector, kek };
-}
 
 async function published(protector: OpenProtector, volume: Volume): Promise<string> {
   const target = newTarget();

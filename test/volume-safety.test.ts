@@ -3,16 +3,16 @@
 // volume path is refused, erase decides nothing while files are busy, and
 // the slot lock survives its holder's death.
 import { execFileSync, spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { getKeyStatus } from '../lib/kernel/index.js';
-import { parseKeySource, SlotKeys } from '../lib/keys/index.js';
-import { erase, initSlot, lock, openSlotProtector, prepare, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
+import { SlotKeys } from '../lib/keys/index.js';
+import { erase, initSlot, lock, prepare, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
+import { freshSlot } from './fixtures/volume-slot.js';
 
 const kubelet = tmpfs(t);
 let targets = 0;
@@ -20,17 +20,6 @@ async function newTarget(): Promise<string> {
   const pod = join(kubelet.mountpoint, `pod-${targets++}`);
   await mkdir(pod);
   return join(pod, 'mount');
-}
-
-async function freshSlot(t: Test) {
-  const fs = ext4(t);
-  const kek = join(fs.mountpoint, '..', 'kek');
-  await writeFile(kek, randomFillSync(Buffer.alloc(32)), { mode: 0o600 });
-  const source = parseKeySource(`file:${kek}`);
-  await initSlot(fs.mountpoint, source);
-  const protector = await openSlotProtector(fs.mountpoint, source);
-  t.teardown(() => protector.close());
-  return { slot: fs.mountpoint, source, protector };
 }
 
 t.test('a slot whose state was lost keeps its old volume and numbers new ones above it', async (t) => {
