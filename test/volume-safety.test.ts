@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { getKeyStatus } from '../lib/kernel/index.js';
 import { SlotKeys } from '../lib/keys/index.js';
-import { erase, initSlot, lock, prepare, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
+import { erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
@@ -35,6 +35,8 @@ t.test('a slot whose state was lost keeps its old volume and numbers new ones ab
   const next = await prepare(slot, protector);
   t.equal(next.name, 'vol-2', 'the lost generation number is not reused');
   t.same((await slotStatus(slot)).strayVolumes, ['vol-1'], 'the old volume is kept, as a stray');
+  t.same((await reconcile(slot, protector)).warnings, ['vol-1 in the slot is not its current volume; left untouched (inspect it, then remove it by hand)']);
+  t.equal((await readdir(join(slot, 'vol-1'))).length, 1, 'and reconcile leaves it untouched');
   t.ok(await new SlotKeys(slot).hasPolicy(old.identifier), 'and so is its key');
 });
 

@@ -12,7 +12,7 @@ import { recoverInterrupted } from './recovery.js';
 import { slotPaths, volumePath } from './slot-layout.js';
 import { withSlotLock } from './slot-lock.js';
 import { readSlotState, removeStaleStateTemp, writeSlotState } from './slot-state.js';
-import { slotRoot, slotStatus, volumeOf } from './slot.js';
+import { slotRoot, strayVolumes, volumeOf } from './slot.js';
 import { defaultTrash } from './trash.js';
 
 export interface ReconcileReport {
@@ -78,13 +78,13 @@ export async function reconcile(root: string, protector?: OpenProtector, options
 
       const resumed = await (options.trash ?? defaultTrash()).resume(slotPaths(slot).trashDir);
       if (resumed.length > 0) note(`resumed background deletion of ${resumed.length} retired generation(s)`);
+
+      for (const stray of await strayVolumes(slot, state)) {
+        report.warnings.push(`${stray} in the slot is not its current volume; left untouched (inspect it, then remove it by hand)`);
+      }
     },
     options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
   );
 
-  const status = await slotStatus(slot);
-  for (const stray of status.strayVolumes) {
-    report.warnings.push(`${stray} in the slot is not its current volume; left untouched (inspect it, then remove it by hand)`);
-  }
   return report;
 }

@@ -184,18 +184,24 @@ export interface SlotStatus {
   strayVolumes: string[];
 }
 
+/** vol-<n> directories in the slot that are not its current volume (left for an admin, never touched). */
+export async function strayVolumes(slot: string, state: SlotState): Promise<string[]> {
+  const current = state.volume?.name;
+  return (await readdir(slot)).filter((name) => VOLUME_NAME_PATTERN.test(name) && name !== current).sort();
+}
+
 export async function slotStatus(root: string): Promise<SlotStatus> {
   const slot = await slotRoot(root);
   const state = await readSlotState(slot);
   const v = state.volume;
-  const [trash, entries] = await Promise.all([readdir(slotPaths(slot).trashDir).catch(() => []), readdir(slot)]);
+  const [trash, strays] = await Promise.all([readdir(slotPaths(slot).trashDir).catch(() => []), strayVolumes(slot, state)]);
   const status: SlotStatus = {
     root: slot,
     protector: state.protector,
     volume: null,
     retiring: state.retiring?.name ?? null,
     trash: trash.sort(),
-    strayVolumes: entries.filter((name) => VOLUME_NAME_PATTERN.test(name) && name !== v?.name).sort(),
+    strayVolumes: strays,
   };
   if (v) {
     const path = volumePath(slot, v.generation);
