@@ -64,12 +64,15 @@ function inMs(samplesNs) {
 
 function runCli(conf, args, input) {
   return new Promise((resolve, reject) => {
-    const child = spawn('fscrypt', args, { env: { ...process.env, FSCRYPT_CONF: conf }, stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = spawn('fscrypt', args, { env: { ...process.env, FSCRYPT_CONF: conf }, stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`fscrypt ${args[0]} failed (${code}): ${stderr.trim()}`))));
-    child.stdin.end(input ?? '');
+    // A child that fails before reading stdin closes the pipe under our write;
+    // its exit code and stderr report that, not an uncaught EPIPE.
+    child.stdin?.on('error', (err) => err.code === 'EPIPE' || reject(err));
+    child.stdin?.end(input);
   });
 }
 
