@@ -238,6 +238,33 @@ t.test('a policy rewritten to add a second protector leaves no copy of its first
   second.close();
 });
 
+t.test('policies of one slot are destroyed and added concurrently; a sweep erases only its own policy\'s leftovers', async (t) => {
+  const root = join(fs.mountpoint, 'slot-concurrent');
+  await mkdir(root);
+  const dir = await secretsDir(t);
+  const slot = new SlotKeys(root);
+  const open = await slot.createAndOpenProtector((await kekFile(dir)).spec, { name: 'p' });
+  const doomed = await Promise.all([newPolicyKey(), newPolicyKey(), newPolicyKey()].map((key) => open.addPolicy(key)));
+  const layout = slotLayout(root);
+  // Another policy's leftover in erase/ (its crashed rewrite): a second name
+  // for its live file, which only that policy's own sweep may touch.
+  const bystander = await open.addPolicy(newPolicyKey());
+  const leftover = join(layout.eraseDir, `policy.${bystander.identifier}.0123456789ab`);
+  await writeFile(leftover, await readFile(join(layout.policiesDir, bystander.identifier)), { mode: 0o600 });
+
+  const fresh = [newPolicyKey(), newPolicyKey(), newPolicyKey()];
+  const added = await Promise.all([...doomed.map((p) => slot.destroyPolicy(p.identifier)), ...fresh.map((key) => open.addPolicy(key))]);
+  for (const p of doomed) t.notOk(await slot.hasPolicy(p.identifier), `${p.identifier} destroyed`);
+  for (const key of fresh) t.ok((await open.unwrapPolicyKey(keyIdentifier(key))).equals(key), 'a policy added meanwhile unwraps');
+  t.equal(added.filter((r) => r !== undefined).length, fresh.length);
+  t.same(await readdir(layout.eraseDir), [`policy.${bystander.identifier}.0123456789ab`], 'the other policy\'s leftover is untouched');
+  t.same(await readdir(layout.tmpDir), [], 'no temp file left');
+
+  await slot.destroyPolicy(bystander.identifier);
+  t.same(await readdir(layout.eraseDir), [], 'its own destroy sweeps it');
+  open.close();
+});
+
 t.test('a protector key is 32 CSPRNG bytes whose descriptor names the file', async (t) => {
   const root = join(fs.mountpoint, 'slot-descriptor');
   await mkdir(root);

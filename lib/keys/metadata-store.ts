@@ -22,8 +22,7 @@
 // intact file in place or a file in erase/ that the next sweep finishes;
 // never a half-overwritten file where metadata is expected.
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { constants } from 'node:fs';
-import type { Stats } from 'node:fs';
+import { constants, Stats } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { fsyncDirectory } from '../durable-fs.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -149,20 +148,31 @@ export class MetadataStore {
 
   /** .fscrypt/{policies,protectors}, made as `fscrypt setup` makes them. */
   async ensureFscryptDirs(): Promise<void> {
-    await this.checkRoot();
-    await makeDirectory(this.layout.fscryptDir, FSCRYPT_DIR_MODE);
-    await makeDirectory(this.layout.policiesDir, FSCRYPT_DIR_MODE);
-    await makeDirectory(this.layout.protectorsDir, FSCRYPT_DIR_MODE);
+    const { fscryptDir, policiesDir, protectorsDir } = this.layout;
+    await this.ensureDirectories([fscryptDir, policiesDir, protectorsDir], FSCRYPT_DIR_MODE);
   }
 
   /** .fscrypt-local/keys/{protectors,tmp,erase}. */
   async ensureLocalDirs(): Promise<void> {
+    const { localDir, keysDir, kmsProtectorsDir, tmpDir, eraseDir } = this.layout;
+    await this.ensureDirectories([localDir, keysDir, kmsProtectorsDir, tmpDir, eraseDir], LOCAL_DIR_MODE);
+  }
+
+  /**
+   * Makes each directory (parents first) that does not exist yet. Every
+   * metadata write passes here, and the directories nearly always exist:
+   * that case is one round of parallel lstats, each judged as checkChain
+   * judges. Only a missing one is made, in order.
+   */
+  private async ensureDirectories(dirs: string[], mode: number): Promise<void> {
+    const [root, ...stats] = await Promise.all([this.layout.root, ...dirs].map(lstatOrNull));
+    if (root instanceof Stats && stats.every((stat) => stat instanceof Stats)) {
+      if (!root.isDirectory()) throw unsafe(this.layout.root, 'a slot root must be a directory');
+      for (const [i, dir] of dirs.entries()) judgeDirectory(dir, stats[i] as Stats);
+      return;
+    }
     await this.checkRoot();
-    await makeDirectory(this.layout.localDir, LOCAL_DIR_MODE);
-    await makeDirectory(this.layout.keysDir, LOCAL_DIR_MODE);
-    await makeDirectory(this.layout.kmsProtectorsDir, LOCAL_DIR_MODE);
-    await makeDirectory(this.layout.tmpDir, LOCAL_DIR_MODE);
-    await makeDirectory(this.layout.eraseDir, LOCAL_DIR_MODE);
+    for (const dir of dirs) await makeDirectory(dir, mode);
   }
 
   /**
@@ -303,16 +313,19 @@ export class MetadataStore {
    * still there intact). Returns false when there was nothing to move.
    */
   async moveToErase(path: string, tag: string): Promise<boolean> {
-    if (!(await this.checkChain(dirname(path)))) return false;
-    await this.ensureLocalDirs();
+    const [inChain, stat] = await Promise.all([this.checkChain(dirname(path)), lstatOrNull(path), this.ensureLocalDirs()]);
+    if (!inChain || stat === null) return false;
+    if (stat instanceof Error) throw stat;
+    // Only files are metadata; erase/ must never receive a directory tree.
+    if (stat.isDirectory()) throw badMetadata(path, 'it is a directory');
     try {
       await rename(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     } catch (error) {
       if (errnoCode(error) === 'ENOENT') return false;
       throw error;
     }
-    await fsyncDirectory(dirname(path));
-    await fsyncDirectory(this.layout.eraseDir);
+    // One journal commit holds both directories' changes: the two fsyncs share it.
+    await Promise.all([fsyncDirectory(dirname(path)), fsyncDirectory(this.layout.eraseDir)]);
     return true;
   }
 
@@ -328,19 +341,19 @@ export class MetadataStore {
   }
 
   /**
-   * Crypto-erases leftovers: every file in erase/, and the temp files whose
-   * tag starts with `tmpTagPrefix` (a crashed write of a key being erased).
+   * Crypto-erases the leftovers of one metadata file (`tag`): its files in
+   * erase/, and its temp files (a crashed write). Only its own: a sweep must
+   * not erase a file another call, holding another file's lock, has just
+   * linked into erase/ and is about to rename over.
    */
-  async sweep(tmpTagPrefix?: string): Promise<number> {
+  async sweep(tag: string): Promise<number> {
+    const leftovers = async (dir: string) => (await this.list(dir, /^[^.]/)).filter((name) => name.startsWith(`${tag}.`)).map((name) => join(dir, name));
+    const paths = (await Promise.all([leftovers(this.layout.eraseDir), leftovers(this.layout.tmpDir)])).flat();
+    // A file with a second name in erase/ is only unlinked by eraseFile (its
+    // blocks are still in use); erasing names in order leaves the last name
+    // of such a pair to be overwritten.
     let erased = 0;
-    for (const name of await this.list(this.layout.eraseDir, /^[^.]/)) {
-      if (await eraseFile(join(this.layout.eraseDir, name))) erased++;
-    }
-    if (tmpTagPrefix !== undefined) {
-      for (const name of await this.list(this.layout.tmpDir, /^[^.]/)) {
-        if (name.startsWith(`${tmpTagPrefix}.`) && (await eraseFile(join(this.layout.tmpDir, name)))) erased++;
-      }
-    }
+    for (const path of paths) if (await eraseFile(path)) erased++;
     return erased;
   }
 }
@@ -385,20 +398,26 @@ export async function eraseFile(path: string): Promise<boolean> {
   return true;
 }
 
-// One writer at a time per slot within this process: metadata updates are
-// read-modify-write, and sweeps must not erase a file another call is
-// about to rename. (Across processes, lib/volume holds its slot lock.)
-const slotQueues = new Map<string, Promise<unknown>>();
+// One writer at a time per metadata file of a slot within this process:
+// updates are read-modify-write, and a file's sweep must not erase what
+// another call on the same file is about to rename. Different files go
+// ahead together (a recycle destroys one policy while committing another);
+// sweeps only ever touch their own file's leftovers. (Across processes,
+// lib/volume holds its slot lock.)
+const fileQueues = new Map<string, Promise<unknown>>();
 
-export async function withSlotKeysLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
-  const key = resolve(root);
-  const previous = slotQueues.get(key) ?? Promise.resolve();
+/** The lock every protector operation takes (creating one must see all the others). */
+export const PROTECTORS_LOCK = 'protectors';
+
+export async function withMetadataLock<T>(root: string, tag: string, fn: () => Promise<T>): Promise<T> {
+  const key = `${resolve(root)}\0${tag}`;
+  const previous = fileQueues.get(key) ?? Promise.resolve();
   const run = previous.then(fn, fn);
   const tail = run.catch(() => undefined);
-  slotQueues.set(key, tail);
+  fileQueues.set(key, tail);
   try {
     return await run;
   } finally {
-    if (slotQueues.get(key) === tail) slotQueues.delete(key);
+    if (fileQueues.get(key) === tail) fileQueues.delete(key);
   }
 }

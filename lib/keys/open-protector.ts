@@ -5,7 +5,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
 import { defaultPolicy, ENCRYPTION_MODES, FscryptError, keyIdentifier } from '../kernel/index.js';
 import { badMetadata, type PolicyData } from './metadata-format.js';
-import { policyTag, withSlotKeysLock } from './metadata-store.js';
+import { policyTag, withMetadataLock } from './metadata-store.js';
 import { normalizeHex, POLICY_IDENTIFIER, policyInfo, type PolicyInfo, type ProtectorInfo, type SlotRecords } from './slot-records.js';
 import { wipe } from './secret.js';
 import { keyDescriptor, POLICY_KEY_SIZE, unwrapKey, wrapKey } from './wrap.js';
@@ -77,7 +77,7 @@ export class OpenSlotProtector implements OpenProtector {
     }
     this.key();
     const identifier = keyIdentifier(policyKey);
-    return withSlotKeysLock(this.root, async () => {
+    return withMetadataLock(this.root, policyTag(identifier), async () => {
       const key = this.key();
       await this.records.store.ensureFscryptDirs();
       const existing = await this.records.readPolicy(identifier);

@@ -6,13 +6,12 @@
 // Reading never modifies anything; a wrong key source is reported as
 // ERR_WRONG_KEY naming the slot and the protector, with nothing changed.
 import { randomFillSync } from 'node:crypto';
-import { lstat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { FscryptError } from '../kernel/index.js';
 import { checkKeySource, type KeySourceSpec } from './key-source.js';
 import { badMetadata } from './metadata-format.js';
-import { MetadataStore, policyTag, withSlotKeysLock } from './metadata-store.js';
+import { MetadataStore, policyTag, PROTECTORS_LOCK, withMetadataLock } from './metadata-store.js';
 import { OpenSlotProtector, type OpenProtector } from './open-protector.js';
 import { rotateProtector, type RotationContext } from './rotation.js';
 import { allocSecret, wipe } from './secret.js';
@@ -77,7 +76,7 @@ export class SlotKeys {
     const name = checkName(options?.name);
     const provider = providerFor(checkKeySource(source));
     try {
-      return await withSlotKeysLock(this.root, async () => {
+      return await withMetadataLock(this.root, PROTECTORS_LOCK, async () => {
         const storage = storageOf(provider.source);
         const { store } = this.#records;
         const key = randomFillSync(allocSecret(PROTECTOR_KEY_SIZE));
@@ -153,15 +152,11 @@ export class SlotKeys {
    */
   async destroyPolicy(identifier: string): Promise<void> {
     const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
-    await withSlotKeysLock(this.root, async () => {
+    const tag = policyTag(id);
+    await withMetadataLock(this.root, tag, async () => {
       const { store } = this.#records;
-      const path = this.#records.policyPath(id);
-      if (await store.exists(path)) {
-        const stat = await lstat(path);
-        if (stat.isDirectory()) throw badMetadata(path, 'it is a directory');
-        await store.moveToErase(path, policyTag(id));
-      }
-      await store.sweep(policyTag(id));
+      await store.moveToErase(this.#records.policyPath(id), tag);
+      await store.sweep(tag);
     });
   }
 
@@ -178,7 +173,7 @@ export class SlotKeys {
         resolve: (provider, d) => this.#resolve(provider, d),
         unseal: (provider, record) => this.#unseal(provider, record),
       };
-      return await withSlotKeysLock(this.root, () => rotateProtector(ctx, oldProvider, newProvider, descriptor));
+      return await withMetadataLock(this.root, PROTECTORS_LOCK, () => rotateProtector(ctx, oldProvider, newProvider, descriptor));
     } finally {
       oldProvider.close();
       newProvider.close();

@@ -41,7 +41,10 @@ export async function removeVolumeKey(slot: string, identifier: string, options:
     try {
       await removeKey(slot, identifier, { allUsers: true });
     } catch (error) {
-      if (!isFscryptError(error, 'ENOKEY')) throw error;
+      // ENOKEY: the filesystem holds no such key, not even one incompletely
+      // removed (removing that again retries its eviction instead).
+      if (isFscryptError(error, 'ENOKEY')) return { attempts: attempt };
+      throw error;
     }
     if ((await getKeyStatus(slot, identifier)).status === 'absent') return { attempts: attempt };
 

@@ -25,9 +25,13 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
     .catch(() => undefined)
     .then(async () => {
       const handle = await acquireFileLock(root, options.timeoutMs ?? 60_000);
+      // Who holds the lock is only read by a waiter that times out: the note
+      // is written while the hook runs, not before it.
+      const noted = noteHolder(handle);
       try {
         return await fn();
       } finally {
+        await noted;
         await handle.close(); // releases the flock
       }
     });
@@ -36,6 +40,16 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
     return await run;
   } finally {
     if (chains.get(root) === run) chains.delete(root);
+  }
+}
+
+/** Records this process as the holder; a failure only costs the waiter's error message its detail. */
+async function noteHolder(handle: FileHandle): Promise<void> {
+  try {
+    await handle.truncate(0);
+    await handle.write(`pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
+  } catch {
+    // The hook itself is unaffected.
   }
 }
 
@@ -65,8 +79,6 @@ async function acquireFileLock(root: string, timeoutMs: number): Promise<FileHan
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    await handle.truncate(0);
-    await handle.write(`pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
     return handle;
   } catch (error) {
     await handle.close();
