@@ -22,9 +22,24 @@
 // intact file in place or a file in erase/ that the next sweep finishes;
 // never a half-overwritten file where metadata is expected.
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { constants, Stats } from 'node:fs';
-import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { fsyncDirectory } from '../durable-fs.js';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fstatSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  Stats,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { flushFile, flushFileData, fsyncDirectory } from '../durable-fs.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
 import { badMetadata } from './metadata-format.js';
@@ -96,35 +111,44 @@ function judgeDirectory(path: string, stat: Stats): void {
   if (stat.mode & 0o022 && !(stat.mode & 0o1000)) throw unsafe(path, 'it is writable by other users');
 }
 
-/** lstat, with a missing path as null and any other failure as the error itself (not thrown). */
-async function lstatOrNull(path: string): Promise<Stats | null | Error> {
-  try {
-    return await lstat(path);
-  } catch (error) {
-    if (errnoCode(error) === 'ENOENT') return null;
-    return error as Error;
-  }
+// Metadata calls are synchronous and flushes asynchronous: see durable-fs.ts.
+
+/** lstat, with a missing path as null. */
+function lstatOrNull(path: string): Stats | null {
+  return lstatSync(path, { throwIfNoEntry: false }) ?? null;
 }
 
-async function checkDirectory(path: string): Promise<boolean> {
-  const stat = await lstatOrNull(path);
+function checkDirectory(path: string): boolean {
+  const stat = lstatOrNull(path);
   if (stat === null) return false;
-  if (stat instanceof Error) throw stat;
   judgeDirectory(path, stat);
   return true;
 }
 
 async function makeDirectory(path: string, mode: number): Promise<void> {
-  if (await checkDirectory(path)) return;
+  if (checkDirectory(path)) return;
   try {
-    await mkdir(path, { mode });
+    mkdirSync(path, { mode });
   } catch (error) {
     if (errnoCode(error) !== 'EEXIST') throw error;
-    await checkDirectory(path);
+    checkDirectory(path);
     return;
   }
-  await chmod(path, mode); // the umask must not narrow what the stock tool expects
+  chmodSync(path, mode); // the umask must not narrow what the stock tool expects
   await fsyncDirectory(join(path, '..'));
+}
+
+/** Runs `fn` with a descriptor of `path`, closed afterwards whatever happens. */
+async function withFd<T>(fd: number, fn: (fd: number) => Promise<T> | T): Promise<T> {
+  try {
+    return await fn(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array, position: number): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }
 
 function tempName(tag: string): string {
@@ -159,19 +183,11 @@ export class MetadataStore {
   }
 
   /**
-   * Makes each directory (parents first) that does not exist yet. Every
-   * metadata write passes here, and the directories nearly always exist:
-   * that case is one round of parallel lstats, each judged as checkChain
-   * judges. Only a missing one is made, in order.
+   * Makes each directory (parents first) that does not exist yet, and
+   * judges each that does as checkChain does.
    */
   private async ensureDirectories(dirs: string[], mode: number): Promise<void> {
-    const [root, ...stats] = await Promise.all([this.layout.root, ...dirs].map(lstatOrNull));
-    if (root instanceof Stats && stats.every((stat) => stat instanceof Stats)) {
-      if (!root.isDirectory()) throw unsafe(this.layout.root, 'a slot root must be a directory');
-      for (const [i, dir] of dirs.entries()) judgeDirectory(dir, stats[i] as Stats);
-      return;
-    }
-    await this.checkRoot();
+    this.checkRoot();
     for (const dir of dirs) await makeDirectory(dir, mode);
   }
 
@@ -180,26 +196,20 @@ export class MetadataStore {
    * root-owned directory others cannot write): a symlinked .fscrypt must not
    * lead reads or writes out of the slot. False when one does not exist.
    */
-  async checkChain(dir: string): Promise<boolean> {
+  private checkChain(dir: string): boolean {
     const rel = relative(this.layout.root, dir);
     if (rel.startsWith('..') || isAbsolute(rel)) throw unsafe(dir, 'it is outside the slot');
     const dirs: string[] = [];
     let current = this.layout.root;
     for (const part of rel.split(sep).filter(Boolean)) dirs.push((current = join(current, part)));
-    // All at once (this sits on the path of every volume unlock), judged in order.
-    const stats = await Promise.all(dirs.map(lstatOrNull));
-    for (const [i, stat] of stats.entries()) {
-      if (stat === null) return false;
-      if (stat instanceof Error) throw stat;
-      judgeDirectory(dirs[i]!, stat);
-    }
+    for (const path of dirs) if (!checkDirectory(path)) return false;
     return true;
   }
 
-  private async checkRoot(): Promise<void> {
+  private checkRoot(): void {
     let stat;
     try {
-      stat = await lstat(this.layout.root);
+      stat = lstatSync(this.layout.root);
     } catch (error) {
       throw new FscryptError(`slot '${this.layout.root}' does not exist (${errnoCode(error) ?? 'error'})`, {
         code: errnoCode(error) ?? 'ENOENT',
@@ -216,21 +226,14 @@ export class MetadataStore {
    * crashed temp files) are not ours to read and are skipped.
    */
   async list(dir: string, pattern: RegExp): Promise<string[]> {
-    if (!(await this.checkChain(dir))) return [];
-    const names = await readdir(dir);
+    if (!this.checkChain(dir)) return [];
+    const names = readdirSync(dir);
     return names.filter((name) => pattern.test(name)).sort();
   }
 
   /** True when a metadata file exists (whatever it holds). */
   async exists(path: string): Promise<boolean> {
-    if (!(await this.checkChain(dirname(path)))) return false;
-    try {
-      await lstat(path);
-      return true;
-    } catch (error) {
-      if (errnoCode(error) === 'ENOENT') return false;
-      throw error;
-    }
+    return this.checkChain(dirname(path)) && lstatOrNull(path) !== null;
   }
 
   /**
@@ -239,62 +242,60 @@ export class MetadataStore {
    * Returns null when it does not exist.
    */
   async read(path: string, maxBytes: number): Promise<Buffer | null> {
-    if (!(await this.checkChain(dirname(path)))) return null;
-    let handle: FileHandle;
+    if (!this.checkChain(dirname(path))) return null;
+    let fd: number;
     try {
       // O_NONBLOCK: a FIFO planted here must not hang the reader.
-      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+      fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
     } catch (error) {
       const code = errnoCode(error);
       if (code === 'ENOENT') return null;
       if (code === 'ELOOP') throw badMetadata(path, 'it is a symbolic link');
       throw error;
     }
-    try {
-      // fstat and read together: one round trip to the thread pool instead
-      // of two. The data is only used once the fstat checks have passed.
-      const buffer = Buffer.alloc(maxBytes + 1);
-      const [statResult, readResult] = await Promise.allSettled([handle.stat(), handle.read(buffer, 0, buffer.length, 0)]);
-      if (statResult.status === 'rejected') throw statResult.reason;
-      const stat = statResult.value;
+    return withFd(fd, () => {
+      const stat = fstatSync(fd);
       if (!stat.isFile()) throw badMetadata(path, 'it is not a regular file');
       if (!trustedOwner(stat.uid)) throw badMetadata(path, `it is owned by uid ${stat.uid}, not root`);
       if (stat.mode & 0o022) throw badMetadata(path, `it is writable by other users (mode ${(stat.mode & 0o7777).toString(8)})`);
       if (stat.size > maxBytes) throw badMetadata(path, `it is ${stat.size} bytes; metadata files are at most ${maxBytes}`);
-      if (readResult.status === 'rejected') throw readResult.reason;
       // A regular file gives less than asked only at its end; a full buffer
       // means the file grew past the limit after the fstat.
-      const length = readResult.value.bytesRead;
+      const buffer = Buffer.alloc(maxBytes + 1);
+      let length = 0;
+      for (let n; length < buffer.length && (n = readSync(fd, buffer, length, buffer.length - length, length)) > 0; ) length += n;
       if (length > maxBytes) throw badMetadata(path, `it is more than ${maxBytes} bytes`);
       return buffer.subarray(0, length);
-    } finally {
-      await handle.close();
-    }
+    });
   }
 
   /** Writes `bytes` to a new temp file and makes it durable; returns its path. */
   async stage(tag: string, bytes: Uint8Array): Promise<string> {
     await this.ensureLocalDirs();
     const path = join(this.layout.tmpDir, tempName(tag));
-    const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
+    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
     try {
-      await handle.chmod(FILE_MODE);
-      await handle.writeFile(bytes);
-      await handle.sync();
+      await withFd(fd, async () => {
+        fchmodSync(fd, FILE_MODE);
+        writeAll(fd, bytes, 0);
+        await flushFile(fd);
+      });
     } catch (error) {
-      await handle.close().catch(() => undefined);
-      await unlink(path).catch(() => undefined);
+      try {
+        unlinkSync(path);
+      } catch {
+        // already gone
+      }
       throw error;
     }
-    await handle.close();
     return path;
   }
 
   /** Renames a staged file over `target` and makes the rename durable. */
   async commit(staged: string, target: string): Promise<void> {
-    if (!(await this.checkChain(dirname(target)))) throw unsafe(dirname(target), 'it does not exist');
-    await rename(staged, target);
-    await fsyncDirectory(join(target, '..'));
+    if (!this.checkChain(dirname(target))) throw unsafe(dirname(target), 'it does not exist');
+    renameSync(staged, target);
+    await fsyncDirectory(dirname(target));
   }
 
   /** stage() + commit(): an atomic, durable replacement of `target`. */
@@ -303,7 +304,11 @@ export class MetadataStore {
     try {
       await this.commit(staged, target);
     } catch (error) {
-      await unlink(staged).catch(() => undefined);
+      try {
+        unlinkSync(staged);
+      } catch {
+        // committed after all, or already gone
+      }
       throw error;
     }
   }
@@ -313,13 +318,14 @@ export class MetadataStore {
    * still there intact). Returns false when there was nothing to move.
    */
   async moveToErase(path: string, tag: string): Promise<boolean> {
-    const [inChain, stat] = await Promise.all([this.checkChain(dirname(path)), lstatOrNull(path), this.ensureLocalDirs()]);
-    if (!inChain || stat === null) return false;
-    if (stat instanceof Error) throw stat;
+    if (!this.checkChain(dirname(path))) return false;
+    const stat = lstatOrNull(path);
+    if (stat === null) return false;
     // Only files are metadata; erase/ must never receive a directory tree.
     if (stat.isDirectory()) throw badMetadata(path, 'it is a directory');
+    await this.ensureLocalDirs();
     try {
-      await rename(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
+      renameSync(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     } catch (error) {
       if (errnoCode(error) === 'ENOENT') return false;
       throw error;
@@ -334,9 +340,9 @@ export class MetadataStore {
    * by a rename the old blocks can still be overwritten.
    */
   async linkToErase(path: string, tag: string): Promise<void> {
-    if (!(await this.checkChain(dirname(path)))) throw unsafe(dirname(path), 'it does not exist');
+    if (!this.checkChain(dirname(path))) throw unsafe(dirname(path), 'it does not exist');
     await this.ensureLocalDirs();
-    await link(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
+    linkSync(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     await fsyncDirectory(this.layout.eraseDir);
   }
 
@@ -365,36 +371,33 @@ export class MetadataStore {
  * Returns false when the file was already gone.
  */
 export async function eraseFile(path: string): Promise<boolean> {
-  let handle: FileHandle;
+  let fd: number;
   try {
-    handle = await open(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return false;
     if (errnoCode(error) === 'ELOOP') {
-      await unlink(path);
+      unlinkSync(path);
       return true;
     }
     throw error;
   }
-  try {
-    const stat = await handle.stat();
+  await withFd(fd, async () => {
+    const stat = fstatSync(fd);
     if (stat.isFile() && stat.nlink === 1 && stat.size > 0) {
-      const noise = randomFillSync(Buffer.alloc(stat.size));
-      await handle.write(noise, 0, noise.length, 0);
+      writeAll(fd, randomFillSync(Buffer.alloc(stat.size)), 0);
       // The same blocks, the same size: fdatasync puts the noise on the disk
       // without a journal commit for the mtime, which nothing needs.
-      await handle.datasync();
+      await flushFileData(fd);
     }
-  } finally {
-    await handle.close();
-  }
+  });
   try {
-    await unlink(path);
+    unlinkSync(path);
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return false;
     throw error;
   }
-  await fsyncDirectory(join(path, '..'));
+  await fsyncDirectory(dirname(path));
   return true;
 }
 

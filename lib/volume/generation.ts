@@ -3,8 +3,9 @@
 // (catches algorithms the kernel accepts at set time but cannot run),
 // verify with GET_POLICY_EX, commit the wrapped key to .fscrypt/policies,
 // remove the key. Shared by prepare and recycle, which differ only in what
-// they record around it.
-import { mkdir, open, unlink } from 'node:fs/promises';
+// they record around it. The directory and probe-file calls are synchronous
+// (see durable-fs.ts): each is microseconds, under the slot lock.
+import { closeSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultPolicy, FscryptError, getPolicy, keyIdentifier, samePolicy, setPolicy } from '../kernel/index.js';
 import { newPolicyKey, type OpenProtector } from '../keys/index.js';
@@ -48,20 +49,22 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
   await addVolumeKey(slot, key, record.identifier);
   await step('prepare', 'key-added', options);
 
-  await mkdir(dir, { mode: options.mode ?? 0o755 }).catch((error: NodeJS.ErrnoException) => {
-    if (error.code !== 'EEXIST') throw error;
+  try {
+    mkdirSync(dir, { mode: options.mode ?? 0o755 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     throw new FscryptError(`${dir} already exists, but the slot state does not know it; refusing to touch it. Move it out of the slot, then prepare again`, {
       code: 'ERR_STATE',
       path: dir,
     });
-  });
+  }
   await step('prepare', 'dir-created', options);
 
   const policy = defaultPolicy(record.identifier);
   await setPolicy(dir, policy);
   await step('prepare', 'policy-set', options);
 
-  await checkProbeFile(dir);
+  checkProbeFile(dir);
   await step('prepare', 'probe-file-checked', options);
 
   const actual = await getPolicy(dir);
@@ -81,16 +84,16 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
  * The kernel accepts policies whose algorithms it has not built; the first
  * create then fails (ENOPKG). Find out now, not in a tenant's pod.
  */
-async function checkProbeFile(dir: string): Promise<void> {
+function checkProbeFile(dir: string): void {
   const probe = join(dir, PROBE_FILE);
   try {
-    const handle = await open(probe, 'wx', 0o600);
+    const fd = openSync(probe, 'wx', 0o600);
     try {
-      await handle.write('fscrypt-local probe');
+      writeSync(fd, 'fscrypt-local probe');
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
-    await unlink(probe);
+    unlinkSync(probe);
   } catch (error) {
     const errno = (error as NodeJS.ErrnoException).errno;
     if (errno === -65) {

@@ -7,8 +7,10 @@
 // - A generation `retiring` is rolled forward: its tenant is gone, its key
 //   is out of the kernel, and the decision to destroy the key was recorded
 //   before anything was touched.
-import { lstat, readdir, rename, rmdir } from 'node:fs/promises';
+import { lstatSync, renameSync } from 'node:fs';
+import { readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fsyncDirectory } from '../durable-fs.js';
 import { getPolicy } from '../kernel/index.js';
 import { SlotKeys } from '../keys/index.js';
 import { step, type HookOptions } from './hook-options.js';
@@ -43,7 +45,7 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
  * Anything else under that name is not ours, and is left for an admin.
  */
 async function removeUnfinishedGeneration(dir: string, identifier: string, options: HookOptions): Promise<void> {
-  if (!(await exists(dir))) return;
+  if (!exists(dir)) return;
   const policy = await getPolicy(dir);
   if (policy?.version === 2 && policy.identifier === identifier) {
     await removeTree(dir);
@@ -64,9 +66,11 @@ export async function retire(slot: string, retiring: RetiringRecord, options: Ho
   const dir = volumePath(slot, retiring.generation);
   await removeVolumeKey(slot, retiring.identifier, removalOptions(dir, 'erase', options));
   await step('erase', 'key-removed', options);
-  // Independent steps: their flushes share journal commits.
-  const trashed = join(slotPaths(slot).trashDir, retiring.name);
-  await Promise.all([new SlotKeys(slot).destroyPolicy(retiring.identifier), moveToTrash(dir, trashed)]);
+  const { trashDir } = slotPaths(slot);
+  const trashed = join(trashDir, retiring.name);
+  // Independent steps: the rename's fsyncs and the crypto-erase's share journal commits.
+  const moved = moveToTrash(dir, trashed) ? [fsyncDirectory(slot), fsyncDirectory(trashDir)] : [];
+  await Promise.all([new SlotKeys(slot).destroyPolicy(retiring.identifier), ...moved]);
   await step('erase', 'policy-destroyed', options);
   await step('erase', 'moved-to-trash', options);
   return trashed;
@@ -82,13 +86,13 @@ export async function finishRetiring(slot: string, state: SlotState, options: Ho
   return trashed;
 }
 
-async function moveToTrash(dir: string, trashed: string): Promise<void> {
-  if (await exists(dir)) await rename(dir, trashed);
+// Metadata calls on the hook's path are synchronous (see durable-fs.ts).
+function moveToTrash(dir: string, trashed: string): boolean {
+  if (!exists(dir)) return false;
+  renameSync(dir, trashed);
+  return true;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
+function exists(path: string): boolean {
+  return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
 }

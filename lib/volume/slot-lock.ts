@@ -5,8 +5,7 @@
 // works whatever PID namespace each holder runs in. The file's content only
 // says who holds it, for the error message; it is never deleted, because
 // unlinking a flock'ed file lets two processes lock two different inodes.
-import { constants } from 'node:fs';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { FscryptError, tryLockExclusive } from '../kernel/index.js';
 import { slotPaths } from './slot-layout.js';
@@ -24,15 +23,11 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
   const run = previous
     .catch(() => undefined)
     .then(async () => {
-      const handle = await acquireFileLock(root, options.timeoutMs ?? 60_000);
-      // Who holds the lock is only read by a waiter that times out: the note
-      // is written while the hook runs, not before it.
-      const noted = noteHolder(handle);
+      const fd = await acquireFileLock(root, options.timeoutMs ?? 60_000);
       try {
         return await fn();
       } finally {
-        await noted;
-        await handle.close(); // releases the flock
+        closeSync(fd); // releases the flock
       }
     });
   chains.set(root, run);
@@ -43,21 +38,24 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
   }
 }
 
-/** Records this process as the holder; a failure only costs the waiter's error message its detail. */
-async function noteHolder(handle: FileHandle): Promise<void> {
+// The lock file is opened, locked and noted synchronously (see
+// durable-fs.ts): these calls cost microseconds, and every hook pays them.
+
+/** Records this process as the holder, for a waiter's error message. */
+function noteHolder(fd: number): void {
   try {
-    await handle.truncate(0);
-    await handle.write(`pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
+    ftruncateSync(fd, 0);
+    writeSync(fd, `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
   } catch {
-    // The hook itself is unaffected.
+    // Only the waiter's message loses its detail; the hook is unaffected.
   }
 }
 
-async function acquireFileLock(root: string, timeoutMs: number): Promise<FileHandle> {
+async function acquireFileLock(root: string, timeoutMs: number): Promise<number> {
   const { lockFile } = slotPaths(root);
-  let handle: FileHandle;
+  let fd: number;
   try {
-    handle = await open(lockFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    fd = openSync(lockFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new FscryptError(`'${root}' is not an initialized slot. To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
@@ -69,19 +67,25 @@ async function acquireFileLock(root: string, timeoutMs: number): Promise<FileHan
   }
   try {
     const deadline = Date.now() + timeoutMs;
-    while (!tryLockExclusive(handle.fd, lockFile)) {
+    while (!tryLockExclusive(fd, lockFile)) {
       if (Date.now() >= deadline) {
-        const holder = (await readFile(lockFile, 'utf8').catch(() => '')).trim() || 'another process';
-        throw new FscryptError(`slot '${root}' is busy: ${holder} holds ${lockFile}. Wait for it to finish, or stop it`, {
+        let holder = '';
+        try {
+          holder = readFileSync(lockFile, 'utf8').trim();
+        } catch {
+          // unreadable: say nothing more
+        }
+        throw new FscryptError(`slot '${root}' is busy: ${holder || 'another process'} holds ${lockFile}. Wait for it to finish, or stop it`, {
           code: 'ERR_BUSY',
           path: root,
         });
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    return handle;
+    noteHolder(fd);
+    return fd;
   } catch (error) {
-    await handle.close();
+    closeSync(fd);
     throw error;
   }
 }

@@ -16,9 +16,9 @@
 // the previous state in force, and a hook only acts once its intent's flush
 // has returned. Crash safety thus does not rely on any filesystem's ordering.
 import { createHash } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { closeSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { fsyncDirectory } from '../durable-fs.js';
+import { flushFile, flushFileData, fsyncDirectory } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
 import { parseVolumeName, slotPaths, VOLUME_NAME_PATTERN } from './slot-layout.js';
 
@@ -109,20 +109,27 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
   return half;
 }
 
+// Reads and writes of the file are synchronous, its flushes asynchronous:
+// see durable-fs.ts.
+
 /** Both halves; the one in force is the valid one with the higher sequence. */
-async function readHalves(handle: FileHandle): Promise<[Half | undefined, Half | undefined]> {
-  return Promise.all([readHalf(handle, 0), readHalf(handle, HALF_SIZE)]);
+function readHalves(fd: number): [Half | undefined, Half | undefined] {
+  return [readHalf(fd, 0), readHalf(fd, HALF_SIZE)];
 }
 
-async function readHalf(handle: FileHandle, offset: number): Promise<Half | undefined> {
+function readHalf(fd: number, offset: number): Half | undefined {
   const page = Buffer.alloc(PAGE);
-  const first = page.subarray(0, (await handle.read(page, 0, PAGE, offset)).bytesRead);
+  const first = page.subarray(0, readSync(fd, page, 0, PAGE, offset));
   if (first.length < HEADER_SIZE || !first.subarray(0, 8).equals(MAGIC)) return undefined;
   const needed = HEADER_SIZE + first.readUInt32LE(16);
   if (needed <= first.length) return decodeHalf(first);
   if (needed > HALF_SIZE) return undefined;
   const whole = Buffer.alloc(needed);
-  return decodeHalf(whole.subarray(0, (await handle.read(whole, 0, needed, offset)).bytesRead));
+  return decodeHalf(whole.subarray(0, readSync(fd, whole, 0, needed, offset)));
+}
+
+function writeAll(fd: number, bytes: Buffer, position: number): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }
 
 function inForce(halves: [Half | undefined, Half | undefined]): { half: Half; index: 0 | 1 } | undefined {
@@ -136,11 +143,11 @@ export async function readSlotState(root: string): Promise<SlotState> {
   const { stateFile } = slotPaths(root);
   let current;
   try {
-    const handle = await open(stateFile, 'r');
+    const fd = openSync(stateFile, 'r');
     try {
-      current = inForce(await readHalves(handle));
+      current = inForce(readHalves(fd));
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -205,22 +212,22 @@ function checkState(value: unknown, file: string): SlotState {
  */
 export async function writeSlotState(root: string, state: SlotState): Promise<void> {
   const { stateFile } = slotPaths(root);
-  let handle: FileHandle;
+  let fd: number;
   try {
-    handle = await open(stateFile, 'r+');
+    fd = openSync(stateFile, 'r+');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     await createStateFile(stateFile, state);
     return;
   }
   try {
-    const current = inForce(await readHalves(handle));
+    const current = inForce(readHalves(fd));
     const sequence = (current?.half.sequence ?? 0n) + 1n;
     const index = current?.index === 0 ? 1 : 0;
-    await handle.write(encodeHalf(sequence, state, stateFile), 0, undefined, index * HALF_SIZE);
-    await handle.datasync();
+    writeAll(fd, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
+    await flushFileData(fd);
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }
 
@@ -228,21 +235,21 @@ async function createStateFile(stateFile: string, state: SlotState): Promise<voi
   const temp = `${stateFile}.tmp`;
   const bytes = Buffer.alloc(2 * HALF_SIZE);
   encodeHalf(1n, state, stateFile).copy(bytes, 0);
-  const handle = await open(temp, 'w', 0o600);
+  const fd = openSync(temp, 'w', 0o600);
   try {
-    await handle.write(bytes, 0, bytes.length, 0);
-    await handle.sync();
+    writeAll(fd, bytes, 0);
+    await flushFile(fd);
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
-  await rename(temp, stateFile);
+  renameSync(temp, stateFile);
   await fsyncDirectory(dirname(stateFile));
 }
 
 /** Removes a temp file an interrupted write left behind (it holds no secret). */
 export async function removeStaleStateTemp(root: string): Promise<boolean> {
   try {
-    await unlink(`${slotPaths(root).stateFile}.tmp`);
+    unlinkSync(`${slotPaths(root).stateFile}.tmp`);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;

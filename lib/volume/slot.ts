@@ -1,5 +1,6 @@
 // Slots: initialising one, opening its protector, finding the volume a path
 // names, and describing a slot's state for `status`.
+import { lstatSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, readdir, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { FscryptError, getKeyStatus, probe, type KeyStatus } from '../kernel/index.js';
@@ -119,11 +120,12 @@ export async function slotRoot(root: string): Promise<string> {
   if (typeof root !== 'string' || !root.startsWith('/')) {
     throw FscryptError.invalidArgument(`a slot must be an absolute path, got ${JSON.stringify(root)}`);
   }
-  const stat = await lstat(root);
+  // Synchronous: on every hook's path, and microseconds (see durable-fs.ts).
+  const stat = lstatSync(root);
   if (!stat.isDirectory()) {
     throw new FscryptError(`'${root}' is not a directory (a slot root is never a symlink)`, { code: 'ERR_UNSAFE_PATH', path: root });
   }
-  return realpath(root);
+  return realpathSync(root);
 }
 
 /** True if `dir` holds a slot's state file (a regular file; never followed through a symlink). */
