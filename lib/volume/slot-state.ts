@@ -66,7 +66,7 @@ export interface SlotState {
 
 const HALF_SIZE = 64 * 1024;
 // Halves are written in whole pages, so a write never makes the kernel read
-// a page first; and read a page first, since a state rarely fills more.
+// a page first.
 const PAGE = 4096;
 const MAGIC = Buffer.from('FSLSTAT1', 'latin1');
 // magic (8) | sequence (u64) | JSON length (u32) | SHA-256 of sequence, length and JSON (32) | JSON
@@ -112,20 +112,16 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
 // Reads and writes of the file are synchronous, its flushes asynchronous:
 // see durable-fs.ts.
 
-/** Both halves; the one in force is the valid one with the higher sequence. */
+/**
+ * Both halves; the one in force is the valid one with the higher sequence.
+ * One read of the whole file: when the cache is cold (a hook on a slot left
+ * alone for a while) that is one device request, not two in a row.
+ */
 function readHalves(fd: number): [Half | undefined, Half | undefined] {
-  return [readHalf(fd, 0), readHalf(fd, HALF_SIZE)];
-}
-
-function readHalf(fd: number, offset: number): Half | undefined {
-  const page = Buffer.alloc(PAGE);
-  const first = page.subarray(0, readSync(fd, page, 0, PAGE, offset));
-  if (first.length < HEADER_SIZE || !first.subarray(0, 8).equals(MAGIC)) return undefined;
-  const needed = HEADER_SIZE + first.readUInt32LE(16);
-  if (needed <= first.length) return decodeHalf(first);
-  if (needed > HALF_SIZE) return undefined;
-  const whole = Buffer.alloc(needed);
-  return decodeHalf(whole.subarray(0, readSync(fd, whole, 0, needed, offset)));
+  const file = Buffer.alloc(2 * HALF_SIZE);
+  let length = 0;
+  for (let n; length < file.length && (n = readSync(fd, file, length, file.length - length, length)) > 0; ) length += n;
+  return [decodeHalf(file.subarray(0, Math.min(length, HALF_SIZE))), decodeHalf(file.subarray(HALF_SIZE, length))];
 }
 
 function writeAll(fd: number, bytes: Buffer, position: number): void {
