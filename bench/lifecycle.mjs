@@ -396,7 +396,7 @@ function printReport(report) {
   const l = report.load;
   lines.push(`Load: other processes used ${l.otherCpuPercent}% of the CPUs during the run; loadavg ${l.loadavgBefore.join(' ')} before, ${l.loadavgAfter.join(' ')} after.`);
   if (l.otherCpuPercent > BUSY_MACHINE_PERCENT) {
-    lines.push('WARNING: the machine was busy. Every time is inflated; crypto-erase most in relative terms (its ~15 fsyncs each wait for jbd2 and loop');
+    lines.push('WARNING: the machine was busy. Every time is inflated; crypto-erase most in relative terms (its dozen fsyncs each wait for jbd2 and loop');
     lines.push('         worker threads to be scheduled). Rerun when it is quiet.');
   }
   lines.push('');
