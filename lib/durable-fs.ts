@@ -9,7 +9,7 @@
 // (fsync, fdatasync) always go through the pool, so the event loop never
 // waits for a flush. Bulk or tenant-controlled trees (the tree remover, the
 // blocker scan) stay fully asynchronous.
-import { closeSync, constants, fdatasync, fsync, openSync } from 'node:fs';
+import { closeSync, constants, fdatasync, fsync, openSync, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 /** fsync(2) of an open descriptor, off the event loop. */
@@ -26,4 +26,16 @@ export async function fsyncDirectory(path: string): Promise<void> {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Writes all of `bytes` at `position` (a write may be short). */
+export function writeFully(fd: number, bytes: Uint8Array, position: number): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+}
+
+/** Reads from `position` until `buffer` is full or the file ends; returns the length read. */
+export function readUpTo(fd: number, buffer: Buffer, position: number): number {
+  let length = 0;
+  for (let n; length < buffer.length && (n = readSync(fd, buffer, length, buffer.length - length, position + length)) > 0; ) length += n;
+  return length;
 }

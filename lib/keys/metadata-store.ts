@@ -33,13 +33,11 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readSync,
   renameSync,
   Stats,
   unlinkSync,
-  writeSync,
 } from 'node:fs';
-import { flushFile, flushFileData, fsyncDirectory } from '../durable-fs.js';
+import { flushFile, flushFileData, fsyncDirectory, readUpTo, writeFully } from '../durable-fs.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
 import { badMetadata } from './metadata-format.js';
@@ -138,17 +136,13 @@ async function makeDirectory(path: string, mode: number): Promise<void> {
   await fsyncDirectory(join(path, '..'));
 }
 
-/** Runs `fn` with a descriptor of `path`, closed afterwards whatever happens. */
-async function withFd<T>(fd: number, fn: (fd: number) => Promise<T> | T): Promise<T> {
+/** Runs `fn`, then closes `fd` whatever happened. */
+async function withFd<T>(fd: number, fn: () => Promise<T> | T): Promise<T> {
   try {
-    return await fn(fd);
+    return await fn();
   } finally {
     closeSync(fd);
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array, position: number): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }
 
 function tempName(tag: string): string {
@@ -262,8 +256,7 @@ export class MetadataStore {
       // A regular file gives less than asked only at its end; a full buffer
       // means the file grew past the limit after the fstat.
       const buffer = Buffer.alloc(maxBytes + 1);
-      let length = 0;
-      for (let n; length < buffer.length && (n = readSync(fd, buffer, length, buffer.length - length, length)) > 0; ) length += n;
+      const length = readUpTo(fd, buffer, 0);
       if (length > maxBytes) throw badMetadata(path, `it is more than ${maxBytes} bytes`);
       return buffer.subarray(0, length);
     });
@@ -277,7 +270,7 @@ export class MetadataStore {
     try {
       await withFd(fd, async () => {
         fchmodSync(fd, FILE_MODE);
-        writeAll(fd, bytes, 0);
+        writeFully(fd, bytes, 0);
         await flushFile(fd);
       });
     } catch (error) {
@@ -385,7 +378,7 @@ export async function eraseFile(path: string): Promise<boolean> {
   await withFd(fd, async () => {
     const stat = fstatSync(fd);
     if (stat.isFile() && stat.nlink === 1 && stat.size > 0) {
-      writeAll(fd, randomFillSync(Buffer.alloc(stat.size)), 0);
+      writeFully(fd, randomFillSync(Buffer.alloc(stat.size)), 0);
       // The same blocks, the same size: fdatasync puts the noise on the disk
       // without a journal commit for the mtime, which nothing needs.
       await flushFileData(fd);

@@ -16,9 +16,9 @@
 // the previous state in force, and a hook only acts once its intent's flush
 // has returned. Crash safety thus does not rely on any filesystem's ordering.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { flushFile, flushFileData, fsyncDirectory } from '../durable-fs.js';
+import { flushFile, flushFileData, fsyncDirectory, readUpTo, writeFully } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
 import { parseVolumeName, slotPaths, VOLUME_NAME_PATTERN } from './slot-layout.js';
 
@@ -119,14 +119,10 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
  */
 function readHalves(fd: number): [Half | undefined, Half | undefined] {
   const file = Buffer.alloc(2 * HALF_SIZE);
-  let length = 0;
-  for (let n; length < file.length && (n = readSync(fd, file, length, file.length - length, length)) > 0; ) length += n;
+  const length = readUpTo(fd, file, 0);
   return [decodeHalf(file.subarray(0, Math.min(length, HALF_SIZE))), decodeHalf(file.subarray(HALF_SIZE, length))];
 }
 
-function writeAll(fd: number, bytes: Buffer, position: number): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
-}
 
 function inForce(halves: [Half | undefined, Half | undefined]): { half: Half; index: 0 | 1 } | undefined {
   const [a, b] = halves;
@@ -220,7 +216,7 @@ export async function writeSlotState(root: string, state: SlotState): Promise<vo
     const current = inForce(readHalves(fd));
     const sequence = (current?.half.sequence ?? 0n) + 1n;
     const index = current?.index === 0 ? 1 : 0;
-    writeAll(fd, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
+    writeFully(fd, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
     await flushFileData(fd);
   } finally {
     closeSync(fd);
@@ -233,7 +229,7 @@ async function createStateFile(stateFile: string, state: SlotState): Promise<voi
   encodeHalf(1n, state, stateFile).copy(bytes, 0);
   const fd = openSync(temp, 'w', 0o600);
   try {
-    writeAll(fd, bytes, 0);
+    writeFully(fd, bytes, 0);
     await flushFile(fd);
   } finally {
     closeSync(fd);
