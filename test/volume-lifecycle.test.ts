@@ -276,6 +276,35 @@ t.test('recycle erases, prepares the next generation, and only then queues the o
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
 });
 
+t.test('recycle refuses a stale volume, and a prepare half that fails still finishes the erase and leaves a foreign directory alone', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  await writeFile(join(target, 'old'), 'old tenant');
+  t.match(await rejection(recycle(volume, protector)), { code: 'ERR_BUSY', message: /published at/ }, 'a published volume is refused');
+  await lock(volume, target);
+
+  // Something the state does not know sits where the next generation goes.
+  const squatter = join(slot, 'vol-2');
+  await mkdir(squatter);
+  await writeFile(join(squatter, 'not-ours'), 'keep me');
+  const trash = new TrashCollector();
+  t.match(await rejection(recycle(volume, protector, { trash })), { code: 'ERR_STATE', message: /vol-2 already exists/ });
+  await trash.idle();
+  const status = await slotStatus(slot);
+  t.equal(status.volume, null, 'the half-made generation is rolled back');
+  t.equal(status.retiring, null, 'the decided erase was finished');
+  t.notOk(await new SlotKeys(slot).hasPolicy(volume.identifier), 'the old wrapped key is destroyed');
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
+  t.same(await readdir(join(slot, '.fscrypt-local', 'trash')), [], 'the old ciphertext was deleted');
+  t.equal(await readFile(join(squatter, 'not-ours'), 'utf8'), 'keep me', 'the foreign directory is untouched');
+  t.same(await new SlotKeys(slot).listPolicies(), [], 'no wrapped key of the rolled-back generation is left');
+
+  t.match(await rejection(recycle(volume, protector)), { code: 'ENOENT', message: /not the current volume/ }, 'the erased volume cannot be recycled again');
+  const next = await prepare(slot, protector);
+  t.equal(next.name, 'vol-3', 'the next prepare moves past the foreign name');
+});
+
 t.test('reconcile after a reboot: targets and keys are gone; state follows the kernel', async (t) => {
   const { fs, slot, protector } = await freshSlot(t);
   const volume = await prepare(slot, protector);
