@@ -1,6 +1,7 @@
 // The double-buffered slot state: each write lands in the half not in force;
 // a torn or corrupt half leaves the other in force; both bad is a clear error.
-import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readFile, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -74,6 +75,23 @@ t.test('with both halves damaged the error names the file and what to do', async
   await flipByte(30);
   await flipByte(HALF + 30);
   t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /slot\.state is corrupt: neither of its two copies is intact.*init-slot/ });
+});
+
+t.test('a symlink or a FIFO in place of the state file is refused, never followed or waited on', async (t) => {
+  const elsewhere = join(root, 'elsewhere');
+  await writeSlotState(root, state(20));
+  await rename(file, elsewhere);
+  await symlink(elsewhere, file);
+  t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /slot\.state is corrupt: it is a symbolic link/ });
+  t.match(await rejection(writeSlotState(root, state(21))), { code: 'ERR_BAD_METADATA' });
+  t.ok((await readFile(elsewhere)).includes('"nextGeneration":20'), 'the file behind the link was not written');
+  await rm(file);
+  execFileSync('mkfifo', [file]);
+  t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /it is not a regular file/ });
+  t.match(await rejection(writeSlotState(root, state(22))), { code: 'ERR_BAD_METADATA', message: /it is not a regular file/ });
+  await rm(file);
+  await rename(elsewhere, file);
+  t.same(await readSlotState(root), state(20));
 });
 
 t.test('a state too large for a half is refused before anything is written', async (t) => {

@@ -16,7 +16,7 @@
 // the previous state in force, and a hook only acts once its intent's flush
 // has returned. Crash safety thus does not rely on any filesystem's ordering.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, renameSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { flushFile, flushFileData, fsyncDirectory, readUpTo, writeFully } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
@@ -135,7 +135,7 @@ export async function readSlotState(root: string): Promise<SlotState> {
   const { stateFile } = slotPaths(root);
   let current;
   try {
-    const fd = openSync(stateFile, 'r');
+    const fd = openStateFile(stateFile, constants.O_RDONLY);
     try {
       current = inForce(readHalves(fd));
     } finally {
@@ -158,6 +158,26 @@ export async function readSlotState(root: string): Promise<SlotState> {
     throw bad(stateFile, 'not valid JSON');
   }
   return checkState(parsed, stateFile);
+}
+
+/**
+ * Opens the state file, which must be a regular file: never through a
+ * symlink, and without blocking on a FIFO (these calls run on the event
+ * loop). ENOENT is left to the caller.
+ */
+function openStateFile(stateFile: string, access: number): number {
+  let fd: number;
+  try {
+    fd = openSync(stateFile, access | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') throw bad(stateFile, 'it is a symbolic link');
+    throw error;
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw bad(stateFile, 'it is not a regular file');
+  }
+  return fd;
 }
 
 function bad(file: string, why: string): FscryptError {
@@ -206,7 +226,7 @@ export async function writeSlotState(root: string, state: SlotState): Promise<vo
   const { stateFile } = slotPaths(root);
   let fd: number;
   try {
-    fd = openSync(stateFile, 'r+');
+    fd = openStateFile(stateFile, constants.O_RDWR);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     await createStateFile(stateFile, state);
@@ -227,7 +247,7 @@ async function createStateFile(stateFile: string, state: SlotState): Promise<voi
   const temp = `${stateFile}.tmp`;
   const bytes = Buffer.alloc(2 * HALF_SIZE);
   encodeHalf(1n, state, stateFile).copy(bytes, 0);
-  const fd = openSync(temp, 'w', 0o600);
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
   try {
     writeFully(fd, bytes, 0);
     await flushFile(fd);
