@@ -150,6 +150,16 @@ export class SlotKeys {
    * Idempotent: an absent policy is fine. (Removing the key from the kernel
    * is the caller's part: lib/volume's erase.)
    */
+  /**
+   * Warms the cache for reading, adding to or destroying these policies
+   * (MetadataStore.prefetch): a hook calls it while it waits for its lock.
+   * Never fails.
+   */
+  async prefetchPolicies(identifiers: string[]): Promise<void> {
+    const ids = identifiers.filter((id) => POLICY_IDENTIFIER.test(id));
+    await this.#records.store.prefetch(ids.map((id) => this.#records.policyPath(id)));
+  }
+
   async destroyPolicy(identifier: string): Promise<void> {
     const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
     const tag = policyTag(id);

@@ -9,6 +9,7 @@ import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { finishRetiring, recoverInterrupted } from './recovery.js';
 import { withSlotLock } from './slot-lock.js';
 import { readSlotState, writeSlotState, type RetiringRecord, type SlotState } from './slot-state.js';
+import { warmCache } from './warm-cache.js';
 
 export interface EraseResult {
   /** The volume erased by this call; undefined if it was already gone. */
@@ -24,9 +25,11 @@ export interface EraseResult {
  * finished.
  */
 export async function erase(volume: Volume, options: HookOptions = {}): Promise<EraseResult> {
+  const warmed = warmCache(volume);
   return withSlotLock(
     volume.slot,
     async () => {
+      await warmed;
       const state = await readSlotState(volume.slot);
       if (state.retiring?.generation === volume.generation) {
         return { erased: volume.name, trash: await finishRetiring(volume.slot, state, options) };

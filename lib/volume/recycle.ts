@@ -19,6 +19,7 @@ import { withSlotLock } from './slot-lock.js';
 import { readSlotState, writeSlotState } from './slot-state.js';
 import { volumeOf } from './slot.js';
 import { defaultTrash } from './trash.js';
+import { warmCache } from './warm-cache.js';
 
 export interface RecycleResult {
   /** The generation erased by this call; undefined if it was already gone. */
@@ -29,9 +30,11 @@ export interface RecycleResult {
 
 export async function recycle(volume: Volume, protector: OpenProtector, options: GenerationOptions = {}): Promise<RecycleResult> {
   const trash = options.trash ?? defaultTrash();
+  const warmed = warmCache(volume);
   return withSlotLock(
     volume.slot,
     async () => {
+      await warmed;
       const slot = volume.slot;
       const state = await recoverInterrupted(slot, await readSlotState(slot), { ...options, trash });
       const current = state.volume;

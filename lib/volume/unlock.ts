@@ -10,6 +10,7 @@ import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.j
 import { bindMount, isBindOf, mountAt } from './mounts.js';
 import { withSlotLock } from './slot-lock.js';
 import { readSlotState, writeSlotState, type SlotState, type TargetRecord, type VolumeRecord } from './slot-state.js';
+import { warmCache } from './warm-cache.js';
 
 export interface TargetOptions {
   /** Absolute path to bind-mount the volume at; created if missing (its parent must exist). */
@@ -32,9 +33,11 @@ export async function unlock(volume: Volume, protector: OpenProtector, target?: 
     throw FscryptError.invalidArgument(`the target must be an absolute path, got ${JSON.stringify(target.path)}`);
   }
   const wanted = target === undefined ? undefined : { path: target.path, readonly: target.readonly === true };
+  const warmed = warmCache(volume);
   return withSlotLock(
     volume.slot,
     async () => {
+      await warmed;
       const state = await readSlotState(volume.slot);
       const record = await currentRecord(state, volume, 'unlock');
       await verifyVolumeDirectory(volume);
