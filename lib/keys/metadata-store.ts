@@ -37,7 +37,7 @@ import {
   Stats,
   unlinkSync,
 } from 'node:fs';
-import { lstat as lstatAsync, readdir as readdirAsync, readFile as readFileAsync } from 'node:fs/promises';
+import { lstat as lstatAsync, readdir as readdirAsync } from 'node:fs/promises';
 import { flushFile, flushFileData, fsyncDirectory, readUpTo, writeFully } from '../durable-fs.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
@@ -216,20 +216,22 @@ export class MetadataStore {
   }
 
   /**
-   * Reads, in parallel and through the thread pool, what writing or
-   * destroying `files` will look at: the metadata directories, the erase/
-   * and tmp/ listings, the files. The calls that follow are synchronous (see
-   * durable-fs.ts); on a cold cache (a slot left alone for a while) each
-   * would otherwise wait for the device in turn, on the event loop. Changes
-   * nothing and never fails: what is missing is simply not cached.
+   * Looks up, in parallel and through the thread pool, what writing or
+   * destroying `files` will touch: the files and the metadata directories
+   * (a lookup brings a path's directories and inodes into the cache on its
+   * way), and the erase/ and tmp/ listings. The calls that follow are
+   * synchronous (see durable-fs.ts); on a cold cache (a slot left alone for
+   * a while) each would otherwise wait for the device in turn, on the event
+   * loop. One call per path, so a warm cache pays one parallel round.
+   * Changes nothing and never fails.
    */
   async prefetch(files: string[]): Promise<void> {
-    const { fscryptDir, policiesDir, protectorsDir, localDir, keysDir, kmsProtectorsDir, tmpDir, eraseDir } = this.layout;
-    await Promise.all([
-      ...[fscryptDir, policiesDir, protectorsDir, localDir, keysDir, kmsProtectorsDir].map((dir) => lstatAsync(dir)),
-      ...[tmpDir, eraseDir].map((dir) => readdirAsync(dir)),
-      ...files.map((file) => readFileAsync(file)),
-    ].map((read) => read.catch(() => undefined)));
+    const { protectorsDir, kmsProtectorsDir, tmpDir, eraseDir } = this.layout;
+    await Promise.all(
+      [...[protectorsDir, kmsProtectorsDir, ...files].map((path) => lstatAsync(path)), readdirAsync(tmpDir), readdirAsync(eraseDir)].map((lookup) =>
+        lookup.catch(() => undefined),
+      ),
+    );
   }
 
   /**
