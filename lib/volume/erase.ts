@@ -7,9 +7,8 @@ import { checkVolumeClaim, stillPublished } from './current-volume.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { finishRetiring, recoverInterrupted } from './recovery.js';
-import { withSlotLock } from './slot-lock.js';
+import { withVolumeLock } from './hook-lock.js';
 import { readSlotState, writeSlotState, type RetiringRecord, type SlotState } from './slot-state.js';
-import { warmCache } from './warm-cache.js';
 
 export interface EraseResult {
   /** The volume erased by this call; undefined if it was already gone. */
@@ -25,29 +24,23 @@ export interface EraseResult {
  * finished.
  */
 export async function erase(volume: Volume, options: HookOptions = {}): Promise<EraseResult> {
-  const warmed = warmCache(volume);
-  return withSlotLock(
-    volume.slot,
-    async () => {
-      await warmed;
-      const state = await readSlotState(volume.slot);
-      if (state.retiring?.generation === volume.generation) {
-        return { erased: volume.name, trash: await finishRetiring(volume.slot, state, options) };
-      }
-      if (state.retiring !== undefined) await finishRetiring(volume.slot, state, options); // an older one, interrupted
-      const record = state.volume;
-      if (!record || record.generation !== volume.generation) return {}; // already erased
-      if (record.phase === 'preparing') {
-        await recoverInterrupted(volume.slot, state, options);
-        return {};
-      }
-      await decideErase(volume, state, options);
-      await writeSlotState(volume.slot, state);
-      await step('erase', 'intent-recorded', options);
+  return withVolumeLock(volume, options, async () => {
+    const state = await readSlotState(volume.slot);
+    if (state.retiring?.generation === volume.generation) {
       return { erased: volume.name, trash: await finishRetiring(volume.slot, state, options) };
-    },
-    options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
-  );
+    }
+    if (state.retiring !== undefined) await finishRetiring(volume.slot, state, options); // an older one, interrupted
+    const record = state.volume;
+    if (!record || record.generation !== volume.generation) return {}; // already erased
+    if (record.phase === 'preparing') {
+      await recoverInterrupted(volume.slot, state, options);
+      return {};
+    }
+    await decideErase(volume, state, options);
+    await writeSlotState(volume.slot, state);
+    await step('erase', 'intent-recorded', options);
+    return { erased: volume.name, trash: await finishRetiring(volume.slot, state, options) };
+  });
 }
 
 /**

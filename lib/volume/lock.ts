@@ -6,7 +6,7 @@ import { FscryptError } from '../kernel/index.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { isBindOf, mountAt, unmount } from './mounts.js';
-import { withSlotLock } from './slot-lock.js';
+import { withHookLock } from './hook-lock.js';
 import { currentRecord, stillPublished } from './current-volume.js';
 import { readSlotState, writeSlotState } from './slot-state.js';
 
@@ -31,49 +31,45 @@ export interface LockResult {
  * `force`.
  */
 export async function lock(volume: Volume, target?: string, options: LockOptions = {}): Promise<LockResult> {
-  return withSlotLock(
-    volume.slot,
-    async () => {
-      const state = await readSlotState(volume.slot);
-      const record = await currentRecord(state, volume, 'lock');
+  return withHookLock(volume.slot, options, async () => {
+    const state = await readSlotState(volume.slot);
+    const record = await currentRecord(state, volume, 'lock');
 
-      if (target !== undefined) {
-        await unpublish(volume, target, record.targets.some((t) => t.path === target));
-        record.targets = record.targets.filter((t) => t.path !== target);
-        await writeSlotState(volume.slot, state);
-        await step('lock', 'unmounted', options);
-      }
+    if (target !== undefined) {
+      await unpublish(volume, target, record.targets.some((t) => t.path === target));
+      record.targets = record.targets.filter((t) => t.path !== target);
+      await writeSlotState(volume.slot, state);
+      await step('lock', 'unmounted', options);
+    }
 
-      const published = await stillPublished(volume, record.targets);
-      if (published.length !== record.targets.length) {
-        record.targets = published;
-        await writeSlotState(volume.slot, state);
+    const published = await stillPublished(volume, record.targets);
+    if (published.length !== record.targets.length) {
+      record.targets = published;
+      await writeSlotState(volume.slot, state);
+    }
+    if (published.length > 0) {
+      if (target !== undefined) return { locked: false, targets: published.map((t) => t.path), reason: 'targets-remain' };
+      if (!options.force) {
+        throw new FscryptError(
+          `${volume.path} is published at ${published.map((t) => t.path).join(', ')}; stop the pods using it, or lock with force to unmount them`,
+          { code: 'ERR_BUSY', path: volume.path },
+        );
       }
-      if (published.length > 0) {
-        if (target !== undefined) return { locked: false, targets: published.map((t) => t.path), reason: 'targets-remain' };
-        if (!options.force) {
-          throw new FscryptError(
-            `${volume.path} is published at ${published.map((t) => t.path).join(', ')}; stop the pods using it, or lock with force to unmount them`,
-            { code: 'ERR_BUSY', path: volume.path },
-          );
-        }
-        for (const t of published) await unpublish(volume, t.path, true);
-        record.targets = [];
-        await writeSlotState(volume.slot, state);
-        await step('lock', 'unmounted', options);
-      }
-      if (target !== undefined && record.adminUnlocked) return { locked: false, targets: [], reason: 'admin-unlocked' };
+      for (const t of published) await unpublish(volume, t.path, true);
+      record.targets = [];
+      await writeSlotState(volume.slot, state);
+      await step('lock', 'unmounted', options);
+    }
+    if (target !== undefined && record.adminUnlocked) return { locked: false, targets: [], reason: 'admin-unlocked' };
 
-      await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'lock', options));
-      if (record.adminUnlocked) {
-        record.adminUnlocked = false;
-        await writeSlotState(volume.slot, state);
-      }
-      await step('lock', 'key-removed', options);
-      return { locked: true, targets: [] };
-    },
-    options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
-  );
+    await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'lock', options));
+    if (record.adminUnlocked) {
+      record.adminUnlocked = false;
+      await writeSlotState(volume.slot, state);
+    }
+    await step('lock', 'key-removed', options);
+    return { locked: true, targets: [] };
+  });
 }
 
 /**

@@ -9,7 +9,7 @@ import { wipe, type OpenProtector } from '../keys/index.js';
 import { buildGeneration, startGeneration, type GenerationOptions } from './generation.js';
 import { step, type Volume } from './hook-options.js';
 import { recoverInterrupted, rollBackPrepare } from './recovery.js';
-import { withSlotLock } from './slot-lock.js';
+import { withHookLock } from './hook-lock.js';
 import { readSlotState, writeSlotState, type SlotState } from './slot-state.js';
 import { slotRoot, volumeOf } from './slot.js';
 
@@ -22,39 +22,35 @@ export type PrepareOptions = GenerationOptions;
  */
 export async function prepare(root: string, protector: OpenProtector, options: PrepareOptions = {}): Promise<Volume> {
   const slot = await slotRoot(root);
-  return withSlotLock(
-    slot,
-    async () => {
-      let state = await readSlotState(slot);
-      if (state.volume?.phase === 'ready' && state.retiring === undefined) return volumeOf(slot, state)!;
-      state = await recoverInterrupted(slot, state, options);
-      if (state.volume?.phase === 'ready') return volumeOf(slot, state)!;
-      checkProtector(slot, state, protector);
+  return withHookLock(slot, options, async () => {
+    let state = await readSlotState(slot);
+    if (state.volume?.phase === 'ready' && state.retiring === undefined) return volumeOf(slot, state)!;
+    state = await recoverInterrupted(slot, state, options);
+    if (state.volume?.phase === 'ready') return volumeOf(slot, state)!;
+    checkProtector(slot, state, protector);
 
-      const { record, key } = startGeneration(state);
-      let intentRecorded = false;
-      try {
-        await writeSlotState(slot, state);
-        intentRecorded = true;
-        await step('prepare', 'intent-recorded', options);
+    const { record, key } = startGeneration(state);
+    let intentRecorded = false;
+    try {
+      await writeSlotState(slot, state);
+      intentRecorded = true;
+      await step('prepare', 'intent-recorded', options);
 
-        await buildGeneration(slot, record, key, protector, options);
+      await buildGeneration(slot, record, key, protector, options);
 
-        record.phase = 'ready';
-        await writeSlotState(slot, state);
-        await step('prepare', 'ready', options);
-        return volumeOf(slot, state)!;
-      } catch (error) {
-        // Leave no key in the kernel and no half-made generation behind; if
-        // even that fails, reconcile (or the next prepare) rolls it back.
-        if (intentRecorded) await rollBackPrepare(slot, state, options).catch(() => undefined);
-        throw error;
-      } finally {
-        wipe(key);
-      }
-    },
-    options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
-  );
+      record.phase = 'ready';
+      await writeSlotState(slot, state);
+      await step('prepare', 'ready', options);
+      return volumeOf(slot, state)!;
+    } catch (error) {
+      // Leave no key in the kernel and no half-made generation behind; if
+      // even that fails, reconcile (or the next prepare) rolls it back.
+      if (intentRecorded) await rollBackPrepare(slot, state, options).catch(() => undefined);
+      throw error;
+    } finally {
+      wipe(key);
+    }
+  });
 }
 
 export function checkProtector(slot: string, state: SlotState, protector: OpenProtector): void {

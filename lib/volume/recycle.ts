@@ -15,11 +15,10 @@ import { buildGeneration, startGeneration, type GenerationOptions } from './gene
 import { step, type Volume } from './hook-options.js';
 import { checkProtector } from './prepare.js';
 import { recoverInterrupted, retire } from './recovery.js';
-import { withSlotLock } from './slot-lock.js';
+import { withVolumeLock } from './hook-lock.js';
 import { readSlotState, writeSlotState } from './slot-state.js';
 import { volumeOf } from './slot.js';
 import { defaultTrash } from './trash.js';
-import { warmCache } from './warm-cache.js';
 
 export interface RecycleResult {
   /** The generation erased by this call; undefined if it was already gone. */
@@ -30,46 +29,40 @@ export interface RecycleResult {
 
 export async function recycle(volume: Volume, protector: OpenProtector, options: GenerationOptions = {}): Promise<RecycleResult> {
   const trash = options.trash ?? defaultTrash();
-  const warmed = warmCache(volume);
-  return withSlotLock(
-    volume.slot,
-    async () => {
-      await warmed;
-      const slot = volume.slot;
-      const state = await recoverInterrupted(slot, await readSlotState(slot), { ...options, trash });
-      const current = state.volume;
-      if (current?.phase !== 'ready' || current.generation !== volume.generation || current.identifier !== volume.identifier) {
-        throw new FscryptError(`cannot recycle ${volume.path}: it is not the current volume of slot '${slot}' (erased or replaced); prepare the slot instead`, {
-          code: 'ENOENT',
-          path: volume.path,
-        });
-      }
-      checkProtector(slot, state, protector);
-      const retiring = await decideErase(volume, state, options);
-      const { record, key } = startGeneration(state);
-      try {
-        await writeSlotState(slot, state);
-        await step('recycle', 'intent-recorded', options);
+  return withVolumeLock(volume, options, async () => {
+    const slot = volume.slot;
+    const state = await recoverInterrupted(slot, await readSlotState(slot), { ...options, trash });
+    const current = state.volume;
+    if (current?.phase !== 'ready' || current.generation !== volume.generation || current.identifier !== volume.identifier) {
+      throw new FscryptError(`cannot recycle ${volume.path}: it is not the current volume of slot '${slot}' (erased or replaced); prepare the slot instead`, {
+        code: 'ENOENT',
+        path: volume.path,
+      });
+    }
+    checkProtector(slot, state, protector);
+    const retiring = await decideErase(volume, state, options);
+    const { record, key } = startGeneration(state);
+    try {
+      await writeSlotState(slot, state);
+      await step('recycle', 'intent-recorded', options);
 
-        const [retired, built] = await Promise.allSettled([retire(slot, retiring, options), buildGeneration(slot, record, key, protector, options)]);
-        if (retired.status === 'rejected') throw retired.reason;
-        if (built.status === 'rejected') throw built.reason;
+      const [retired, built] = await Promise.allSettled([retire(slot, retiring, options), buildGeneration(slot, record, key, protector, options)]);
+      if (retired.status === 'rejected') throw retired.reason;
+      if (built.status === 'rejected') throw built.reason;
 
-        delete state.retiring;
-        record.phase = 'ready';
-        await writeSlotState(slot, state);
-        await step('recycle', 'ready', options);
-        trash.add(retired.value);
-        return { erased: retiring.name, next: volumeOf(slot, state)! };
-      } catch (error) {
-        // Finish the erase (it was decided) and undo the half-made
-        // generation; if even that fails, reconcile does it.
-        await recoverInterrupted(slot, state, { ...options, trash }).catch(() => undefined);
-        throw error;
-      } finally {
-        wipe(key);
-      }
-    },
-    options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
-  );
+      delete state.retiring;
+      record.phase = 'ready';
+      await writeSlotState(slot, state);
+      await step('recycle', 'ready', options);
+      trash.add(retired.value);
+      return { erased: retiring.name, next: volumeOf(slot, state)! };
+    } catch (error) {
+      // Finish the erase (it was decided) and undo the half-made
+      // generation; if even that fails, reconcile does it.
+      await recoverInterrupted(slot, state, { ...options, trash }).catch(() => undefined);
+      throw error;
+    } finally {
+      wipe(key);
+    }
+  });
 }

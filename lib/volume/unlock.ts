@@ -8,9 +8,8 @@ import { step, type HookOptions, type Volume } from './hook-options.js';
 import { currentRecord, stillPublished } from './current-volume.js';
 import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.js';
 import { bindMount, isBindOf, mountAt } from './mounts.js';
-import { withSlotLock } from './slot-lock.js';
+import { withVolumeLock } from './hook-lock.js';
 import { readSlotState, writeSlotState, type SlotState, type TargetRecord, type VolumeRecord } from './slot-state.js';
-import { warmCache } from './warm-cache.js';
 
 export interface TargetOptions {
   /** Absolute path to bind-mount the volume at; created if missing (its parent must exist). */
@@ -33,49 +32,43 @@ export async function unlock(volume: Volume, protector: OpenProtector, target?: 
     throw FscryptError.invalidArgument(`the target must be an absolute path, got ${JSON.stringify(target.path)}`);
   }
   const wanted = target === undefined ? undefined : { path: target.path, readonly: target.readonly === true };
-  const warmed = warmCache(volume);
-  return withSlotLock(
-    volume.slot,
-    async () => {
-      await warmed;
-      const state = await readSlotState(volume.slot);
-      const record = await currentRecord(state, volume, 'unlock');
-      await verifyVolumeDirectory(volume);
-      // A target that holds something else fails before any key is added.
-      const alreadyPublished = wanted !== undefined && (await isBindOf(wanted.path, volume.path, { readonly: wanted.readonly }));
-      if (wanted !== undefined && !alreadyPublished) await refuseForeignMount(wanted.path, record);
+  return withVolumeLock(volume, options, async () => {
+    const state = await readSlotState(volume.slot);
+    const record = await currentRecord(state, volume, 'unlock');
+    await verifyVolumeDirectory(volume);
+    // A target that holds something else fails before any key is added.
+    const alreadyPublished = wanted !== undefined && (await isBindOf(wanted.path, volume.path, { readonly: wanted.readonly }));
+    if (wanted !== undefined && !alreadyPublished) await refuseForeignMount(wanted.path, record);
 
-      const key = await protector.unwrapPolicyKey(volume.identifier);
-      try {
-        await addVolumeKey(volume.slot, key, volume.identifier);
-      } finally {
-        wipe(key);
-      }
-      await step('unlock', 'key-added', options);
+    const key = await protector.unwrapPolicyKey(volume.identifier);
+    try {
+      await addVolumeKey(volume.slot, key, volume.identifier);
+    } finally {
+      wipe(key);
+    }
+    await step('unlock', 'key-added', options);
 
-      try {
-        if (wanted === undefined) {
-          record.adminUnlocked = true;
+    try {
+      if (wanted === undefined) {
+        record.adminUnlocked = true;
+        await writeSlotState(volume.slot, state);
+      } else if (alreadyPublished) {
+        if (!record.targets.some((t) => t.path === wanted.path)) {
+          record.targets.push(wanted);
           await writeSlotState(volume.slot, state);
-        } else if (alreadyPublished) {
-          if (!record.targets.some((t) => t.path === wanted.path)) {
-            record.targets.push(wanted);
-            await writeSlotState(volume.slot, state);
-          }
-        } else {
-          await publish(volume, state, record, wanted, options);
         }
-      } catch (error) {
-        // The key goes back out unless something still uses it (invariant 2).
-        if (!record.adminUnlocked && (await stillPublished(volume, record.targets).catch(() => [])).length === 0) {
-          await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'unlock', options)).catch(() => undefined);
-        }
-        throw error;
+      } else {
+        await publish(volume, state, record, wanted, options);
       }
-      return { targets: record.targets.length };
-    },
-    options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
-  );
+    } catch (error) {
+      // The key goes back out unless something still uses it (invariant 2).
+      if (!record.adminUnlocked && (await stillPublished(volume, record.targets).catch(() => [])).length === 0) {
+        await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'unlock', options)).catch(() => undefined);
+      }
+      throw error;
+    }
+    return { targets: record.targets.length };
+  });
 }
 
 async function refuseForeignMount(target: string, record: VolumeRecord): Promise<void> {
