@@ -5,12 +5,12 @@
 // Calls that only work in the page, inode and dentry caches (open, lstat,
 // reads and writes of a few KB, rename, link, unlink, mkdir) are made
 // synchronously: each costs a few microseconds, where a round trip through
-// libuv's thread pool costs 20-150 µs. Calls that wait for the device
-// (fsync, fdatasync) always go through the pool, so the event loop never
-// waits for a flush. On a cold cache a synchronous call waits for a device read,
-// so hooks on a volume first look their paths up through the pool, in
-// parallel (volume/warm-cache.ts). Bulk or tenant-controlled trees (the tree
-// remover, the blocker scan) stay fully asynchronous.
+// libuv's thread pool costs 20-150 µs. Calls that wait for the device (fsync,
+// fdatasync) always go through the pool, so the event loop never waits for a
+// flush. On a cold cache a synchronous call waits for a device read, so hooks
+// on a volume first look their paths up through the pool, in parallel
+// (volume/warm-cache.ts). Bulk or tenant-controlled trees (the tree remover,
+// the blocker scan) stay fully asynchronous.
 import { closeSync, constants, fdatasync, fsync, openSync, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 
