@@ -333,8 +333,10 @@ function buildReport({ json, ...parameters }, kernelVersion, contention, floorSa
     benchmark: 'kernel',
     unit: { latency: 'µs', throughput: 'ops/s' },
     machine: { kernel: kernelVersion, cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
-    // Share of all CPUs other processes used while per-op latencies were measured, and during the rest.
+    // Share of all CPUs other processes used while per-op latencies were measured, and during the rest;
+    // and the share the hypervisor took (steal).
     otherCpuPercent: { latency: contention.latency.otherCpuPercent, rest: contention.rest.otherCpuPercent },
+    stealPercent: { latency: contention.latency.stealPercent, rest: contention.rest.stealPercent },
     parameters,
     latency,
     openClose: open,
@@ -353,8 +355,12 @@ function printReport(report) {
   lines.push(`bench/kernel  Linux ${report.machine.kernel}, ${report.machine.cpus} CPUs (${report.machine.cpu}), Node ${report.machine.node}`);
   lines.push('Scratch ext4 (-O encrypt) on a loop device. All times in µs.');
   const busy = report.otherCpuPercent;
-  lines.push(`Other processes used ${busy.latency}% of the CPUs while latencies were measured, ${busy.rest}% during the rest.`);
-  if (Math.max(busy.latency, busy.rest) > BUSY_MACHINE_PERCENT) {
+  const steal = report.stealPercent;
+  lines.push(
+    `Other processes used ${busy.latency}% of the CPUs while latencies were measured, ${busy.rest}% during the rest; ` +
+      `the hypervisor took ${steal.latency}% and ${steal.rest}% (steal).`,
+  );
+  if (Math.max(busy.latency + steal.latency, busy.rest + steal.rest) > BUSY_MACHINE_PERCENT) {
     lines.push('WARNING: the machine was busy; thread wake-ups (the hop) are slower then, so async medians are inflated. Rerun when it is quiet.');
   }
   const slowestHop = Math.max(...OPERATIONS.map((op) => report.latency[op].hop.median));

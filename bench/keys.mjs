@@ -279,7 +279,7 @@ async function main() {
   process.stdout.write(
     `unlock one more volume: median ${results.unlockOneMoreVolume.medianMs.toFixed(3)} ms, target < ${TARGET_UNLOCK_ONE_MORE_MS} ms: ${report.target.met ? 'met' : 'NOT met'}\n` +
       `passphrase open: RSS rose by up to ${maxRssGrowthMiB} MiB while Argon2 ran (Argon2id memory ${costs.memory / 1024} MiB)\n` +
-      `machine: ${report.machine.cpus} CPUs, other processes used ${contention.otherCpuPercent ?? '?'}% of them during the run\n`,
+      `machine: ${report.machine.cpus} CPUs, other processes used ${contention.otherCpuPercent ?? '?'}% of them during the run, the hypervisor ${contention.stealPercent ?? '?'}% (steal)\n`,
   );
 }
 

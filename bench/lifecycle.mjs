@@ -365,8 +365,11 @@ function buildReport({ json, ...parameters }, empty, results, load) {
     unit: 'ms',
     machine: { kernel: release(), cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
     load: {
-      // Share of all CPUs used by other processes over the whole run (fills included).
+      // Shares of all CPUs over the whole run (fills included): other user
+      // processes, kernel threads (mostly this run's own I/O), hypervisor steal.
       otherCpuPercent: load.contention.otherCpuPercent,
+      kernelCpuPercent: load.contention.kernelCpuPercent,
+      stealPercent: load.contention.stealPercent,
       loadavgBefore: load.loadBefore.map((x) => round(x, 2)),
       loadavgAfter: load.loadAfter.map((x) => round(x, 2)),
     },
@@ -394,8 +397,11 @@ function printReport(report) {
   lines.push('  speed-up     = faster upstream median / crypto-erase median');
   lines.push('  empty        = erase + prepare of an empty volume: the fixed cost, with nothing deleted in the background');
   const l = report.load;
-  lines.push(`Load: other processes used ${l.otherCpuPercent}% of the CPUs during the run; loadavg ${l.loadavgBefore.join(' ')} before, ${l.loadavgAfter.join(' ')} after.`);
-  if (l.otherCpuPercent > BUSY_MACHINE_PERCENT) {
+  lines.push(
+    `Load: other processes used ${l.otherCpuPercent}% of the CPUs during the run, the hypervisor took ${l.stealPercent}% (steal), kernel threads ` +
+      `${l.kernelCpuPercent}% (journal, loop and writeback: mostly this run's own I/O); loadavg ${l.loadavgBefore.join(' ')} before, ${l.loadavgAfter.join(' ')} after.`,
+  );
+  if (l.otherCpuPercent + l.stealPercent > BUSY_MACHINE_PERCENT) {
     lines.push('WARNING: the machine was busy. Every time is inflated; crypto-erase most in relative terms (its dozen fsyncs each wait for jbd2 and loop');
     lines.push('         worker threads to be scheduled). Rerun when it is quiet.');
   }
