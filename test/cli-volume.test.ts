@@ -4,6 +4,7 @@
 // without the next generation), reconcile and status, their JSON results,
 // the exit code of each kind of failure, and that no KEK byte ever reaches
 // stdout or stderr.
+import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,8 +43,11 @@ function kekFile(name: string, size = 32): string {
 }
 
 const fs = ext4(t);
+// A hostDir holding one slot, as the upstream provisioner lays them out: a
+// slot is a mount point (here a bind mount of a directory onto itself).
 const slot = join(fs.mountpoint, 'ssd0');
 mkdirSync(slot);
+execFileSync('mount', ['--bind', slot, slot]);
 const kekA = `file:${kekFile('kek-a')}`;
 const kekB = `file:${kekFile('kek-b')}`;
 const kekC = `file:${kekFile('kek-c')}`;
@@ -136,7 +140,7 @@ t.test('unlock --target bind-mounts the volume; erase is refused while published
 
   const refused = cliJson(['erase', slot, '--key-source', kekA]);
   t.equal(refused.code, 4, 'erase of a published volume: busy');
-  t.equal(refused.body.error.code, 'ERR_BUSY');
+  t.equal(refused.body.error.code, 'ERR_PUBLISHED');
   t.ok(existsSync(join(target, 'data.txt')), 'nothing was erased');
 
   const plainLock = cliJson(['lock', slot]);
@@ -157,7 +161,7 @@ t.test('lock with files still open: exit 4 naming the blocker, then lock once th
   });
   const busy = cliJson(['lock', slot, '--busy-timeout', '0']);
   t.equal(busy.code, 4);
-  t.equal(busy.body.error.code, 'ERR_BUSY');
+  t.equal(busy.body.error.code, 'ERR_FILES_BUSY');
   t.match(busy.body.error.message, String(process.pid), 'the message names the process holding the file');
   closeSync(fd);
   closed = true;
@@ -227,9 +231,16 @@ t.test('failures map to their exit codes', async (t) => {
 
   const plain = join(fs.mountpoint, 'plain-dir');
   mkdirSync(plain);
+  const notMounted = cliJson(['prepare', plain, '--key-source', kekA]);
+  t.equal(notMounted.code, 8, 'a directory that is not a mount point: exit 8');
+  t.match(notMounted.body.error, { code: 'ERR_NOT_MOUNTPOINT', message: /is not a mount point.*mount the slot's disk/ });
+  const notASlot = cliJson(['init-slot', plain, '--key-source', kekA]);
+  t.equal(notASlot.code, 8, 'init-slot refuses a directory that is not a mount point');
+  t.match(notASlot.body.error, { code: 'ERR_NOT_MOUNTPOINT' });
+  execFileSync('mount', ['--bind', plain, plain]);
   const uninitialized = cliJson(['prepare', plain, '--key-source', kekA]);
-  t.equal(uninitialized.code, 8, 'a directory that is not a slot: exit 8');
-  t.match(uninitialized.body.error, { code: 'ERR_STATE', message: /init-slot/ });
+  t.equal(uninitialized.code, 8, 'a mount point that is not a slot: exit 8');
+  t.match(uninitialized.body.error, { code: 'ERR_NOT_INITIALIZED', message: new RegExp(`'${plain}' is not an initialized slot.*init-slot`) });
 
   const statusMissing = cliJson(['status', slot, join(fs.mountpoint, 'no-such-slot')]);
   t.equal(statusMissing.code, 8, 'status with one bad path: exit 8');

@@ -10,6 +10,8 @@ import t from 'tap';
 import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kernel/index.js';
 import { parseKeySource, SlotKeys, type OpenProtector } from '../lib/keys/index.js';
 import {
+  adminLock,
+  adminUnlock,
   erase,
   initSlot,
   lock,
@@ -50,7 +52,7 @@ t.test('initSlot: idempotent with the same source, refuses another, adopts a pro
   // Two protectors of the kind and no state: ambiguous, for an admin.
   await rm(join(slot, '.fscrypt-local', 'slot.state'));
   await new SlotKeys(slot).createProtector(source, { name: 'second' });
-  t.match(await rejection(initSlot(slot, source)), { code: 'ERR_STATE', message: /2 raw_key protectors/ });
+  t.match(await rejection(initSlot(slot, source)), { code: 'ERR_BAD_METADATA', message: /2 raw_key protectors/ });
   t.equal((await new SlotKeys(slot).listProtectors()).length, 2, 'no third protector was made');
   // A filesystem without fscrypt support is refused up front.
   const tmp = tmpfs(t);
@@ -107,7 +109,7 @@ t.test('a read-only target is read-only', async (t) => {
   await unlock(volume, protector, { path: ro, readonly: true });
   t.equal(await readFile(join(ro, 'f'), 'utf8'), 'x');
   t.match(await rejection(writeFile(join(ro, 'g'), 'y')), { code: 'EROFS' });
-  t.match(await rejection(unlock(volume, protector, { path: ro })), { code: 'EEXIST' }, 'the same target with another readonly flag is refused');
+  t.match(await rejection(unlock(volume, protector, { path: ro })), { code: 'ERR_FOREIGN_MOUNT' }, 'the same target with another readonly flag is refused');
   await lock(volume, ro);
   await lock(volume, rw);
 });
@@ -142,15 +144,15 @@ t.test('data is ciphertext on the disk, and no key (policy key or KEK) is ever w
 t.test('lock waits for busy files, names who holds them, and succeeds once they are closed', async (t) => {
   const { slot, protector } = await freshSlot(t);
   const volume = await prepare(slot, protector);
-  await unlock(volume, protector); // an admin unlock: no target
+  await adminUnlock(volume, protector);
   await writeFile(join(volume.path, 'held'), 'x');
   const holder = spawn('sh', ['-c', `exec 3<'${join(volume.path, 'held')}'; echo ready; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
   t.teardown(() => holder.kill('SIGKILL'));
   await new Promise((resolve) => holder.stdout.once('data', resolve));
 
   const events: ProgressEvent[] = [];
-  const error = await rejection(lock(volume, undefined, { busyTimeoutMs: 300, onProgress: (e) => events.push(e) }));
-  t.match(error, { name: 'FscryptError', code: 'ERR_BUSY' });
+  const error = await rejection(adminLock(volume, { busyTimeoutMs: 300, onProgress: (e) => events.push(e) }));
+  t.match(error, { name: 'FscryptError', code: 'ERR_FILES_BUSY' });
   t.match(error.message, new RegExp(`pid ${holder.pid} \\(sleep\\)`), 'the message names the process');
   t.match(error.message, /held/, 'and the file');
   t.ok(events.some((e) => e.kind === 'busy' && e.blockers.some((b) => b.pid === holder.pid)), 'busy progress events name it too');
@@ -158,7 +160,7 @@ t.test('lock waits for busy files, names who holds them, and succeeds once they 
 
   holder.kill('SIGKILL');
   await new Promise((resolve) => holder.once('exit', resolve));
-  t.same(await lock(volume), { locked: true, targets: [] });
+  t.same(await adminLock(volume), { locked: true, targets: [] });
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
 });
 
@@ -166,9 +168,9 @@ t.test('an explicit lock is refused while targets are published, unless forced',
   const { slot, protector } = await freshSlot(t);
   const volume = await prepare(slot, protector);
   const target = await published(protector, volume);
-  t.match(await rejection(lock(volume)), { code: 'ERR_BUSY', message: new RegExp(`published at ${target}`) });
+  t.match(await rejection(adminLock(volume)), { code: 'ERR_PUBLISHED', message: new RegExp(`published at ${target}`) });
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present', 'nothing changed');
-  t.same(await lock(volume, undefined, { force: true }), { locked: true, targets: [] });
+  t.same(await adminLock(volume, { force: true }), { locked: true, targets: [] });
   t.match(await rejection(readdir(target)), { code: 'ENOENT' });
 });
 
@@ -207,7 +209,7 @@ t.test('erase: refused while published; then the key is gone for good and a new 
   const volume = await prepare(slot, protector);
   const target = await published(protector, volume);
   await writeFile(join(target, 'secret'), 'tenant one');
-  t.match(await rejection(erase(volume, { trash })), { code: 'ERR_BUSY', message: /refusing to erase.*published/ });
+  t.match(await rejection(erase(volume, { trash })), { code: 'ERR_PUBLISHED', message: /refusing to erase.*published/ });
   t.equal(await readFile(join(target, 'secret'), 'utf8'), 'tenant one', 'data of a published volume is untouched (invariant 4)');
   await lock(volume, target);
 
@@ -219,7 +221,7 @@ t.test('erase: refused while published; then the key is gone for good and a new 
   t.notOk(await new SlotKeys(slot).hasPolicy(volume.identifier), 'the wrapped key is destroyed');
   await t.rejects(protector.unwrapPolicyKey(volume.identifier), { name: 'FscryptError' }, 'nothing can unwrap it any more');
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
-  t.match(await rejection(unlock(volume, protector, { path: newTarget() })), { code: 'ENOENT', message: /not the current volume/ });
+  t.match(await rejection(unlock(volume, protector, { path: newTarget() })), { code: 'ERR_NOT_CURRENT', message: /not the current volume/ });
   await trash.idle();
   t.same(await readdir(join(slot, '.fscrypt-local', 'trash')), [], 'the ciphertext is deleted in the background');
 
@@ -281,7 +283,7 @@ t.test('recycle refuses a stale volume, and a prepare half that fails still fini
   const volume = await prepare(slot, protector);
   const target = await published(protector, volume);
   await writeFile(join(target, 'old'), 'old tenant');
-  t.match(await rejection(recycle(volume, protector)), { code: 'ERR_BUSY', message: /published at/ }, 'a published volume is refused');
+  t.match(await rejection(recycle(volume, protector)), { code: 'ERR_PUBLISHED', message: /published at/ }, 'a published volume is refused');
   await lock(volume, target);
 
   // Something the state does not know sits where the next generation goes.
@@ -289,7 +291,7 @@ t.test('recycle refuses a stale volume, and a prepare half that fails still fini
   await mkdir(squatter);
   await writeFile(join(squatter, 'not-ours'), 'keep me');
   const trash = new TrashCollector();
-  t.match(await rejection(recycle(volume, protector, { trash })), { code: 'ERR_STATE', message: /vol-2 already exists/ });
+  t.match(await rejection(recycle(volume, protector, { trash })), { code: 'ERR_FOREIGN_ENTRY', message: /vol-1 of slot .* was crypto-erased, but preparing the next generation failed: .*vol-2 already exists.*fscrypt-local prepare/ });
   await trash.idle();
   const status = await slotStatus(slot);
   t.equal(status.volume, null, 'the half-made generation is rolled back');
@@ -300,9 +302,12 @@ t.test('recycle refuses a stale volume, and a prepare half that fails still fini
   t.equal(await readFile(join(squatter, 'not-ours'), 'utf8'), 'keep me', 'the foreign directory is untouched');
   t.same(await new SlotKeys(slot).listPolicies(), [], 'no wrapped key of the rolled-back generation is left');
 
-  t.match(await rejection(recycle(volume, protector)), { code: 'ENOENT', message: /not the current volume/ }, 'the erased volume cannot be recycled again');
-  const next = await prepare(slot, protector);
-  t.equal(next.name, 'vol-3', 'the next prepare moves past the foreign name');
+  // A retry (the controller's, after the failure) finishes the job: the erase
+  // stays done, the next generation moves past the foreign name.
+  const retried = await recycle(volume, protector, { trash });
+  t.match(retried, { erased: 'vol-1', next: { name: 'vol-3', generation: 3 } });
+  t.same(await recycle(volume, protector, { trash }), retried, 'and again: the same result');
+  t.same(await prepare(slot, protector), retried.next, 'prepare agrees');
 });
 
 t.test('reconcile after a reboot: targets and keys are gone; state follows the kernel', async (t) => {
@@ -324,14 +329,23 @@ t.test('reconcile after a reboot: targets and keys are gone; state follows the k
   await lock(volume, target);
 });
 
-t.test('reconcile locks a key left in the kernel with no target, and re-adds one a published target needs', async (t) => {
+t.test('reconcile leaves a key no hook of ours added (break-glass), locks one a lost target left, and re-adds one a published target needs', async (t) => {
   const { slot, protector } = await freshSlot(t);
   const volume = await prepare(slot, protector);
   const key = await protector.unwrapPolicyKey(volume.identifier);
   const { addKey, removeKey } = await import('../lib/kernel/index.js');
   try {
-    await addKey(slot, key); // someone added the key behind the agent's back
-    t.same((await reconcile(slot, protector)).actions, ['locked vol-1: its key was in the kernel with no target published']);
+    await addKey(slot, key); // an admin's break-glass unlock with the stock tool
+    const foreign = await reconcile(slot, protector);
+    t.same(foreign.actions, []);
+    t.match(foreign.warnings, [/key of vol-1 is in the kernel, but no unlock of fscrypt-local put it there.*left alone/]);
+    t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present', 'the admin keeps access');
+    await removeKey(slot, volume.identifier, { allUsers: true });
+
+    // A target recorded, then lost (its mount gone behind our back), the key still in.
+    const lost = await published(protector, volume);
+    execFileSync('umount', [lost]);
+    t.same((await reconcile(slot, protector)).actions, ['locked vol-1: its key was in the kernel with no target published', `forgot 1 target(s) no longer mounted: ${lost}`]);
     t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
 
     const target = await published(protector, volume);

@@ -65,7 +65,7 @@ t.test('a bind mount is found exactly at its target and recognised as a bind of 
   t.equal(await bindMount(vol, target), false, 'binding again is a no-op');
   t.equal(await mountsAt(target), 1, 'nothing was stacked');
   const other = await rejection(bindMount(sibling, target));
-  t.match(other, { code: 'ERR_STATE', path: target });
+  t.match(other, { code: 'ERR_FOREIGN_MOUNT', path: target });
   t.match(other.message, /already has a mount/);
 
   t.equal(await unmount(target), true);

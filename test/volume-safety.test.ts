@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { getKeyStatus } from '../lib/kernel/index.js';
 import { SlotKeys } from '../lib/keys/index.js';
-import { erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
+import { adminLock, adminUnlock, erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
 import { warmCache } from '../lib/volume/warm-cache.js';
 import { snapshotTree } from './fixtures/keys-helpers.js';
@@ -48,7 +48,7 @@ t.test('prepare refuses, and its rollback keeps, a directory the state does not 
   await mkdir(squatter);
   await writeFile(join(squatter, 'precious'), 'not ours');
   // The slot was initialised before vol-1 appeared, so it plans to use that name.
-  t.match(await rejection(prepare(slot, protector)), { code: 'ERR_STATE', message: /vol-1 already exists.*refusing to touch it/ });
+  t.match(await rejection(prepare(slot, protector)), { code: 'ERR_FOREIGN_ENTRY', message: /vol-1 already exists.*refusing to touch it/ });
   t.equal(await readFile(join(squatter, 'precious'), 'utf8'), 'not ours', 'the directory is intact');
   const status = await slotStatus(slot);
   t.equal(status.volume, null, 'the failed prepare is rolled back');
@@ -63,7 +63,7 @@ t.test('unlock onto a target that holds another mount fails before adding the ke
   await mkdir(target);
   execFileSync('mount', ['-t', 'tmpfs', 'foreign', target]);
   t.teardown(() => execFileSync('umount', ['-l', target], { stdio: 'ignore' }));
-  t.match(await rejection(unlock(volume, protector, { path: target })), { code: 'EEXIST', message: /already has a different mount/ });
+  t.match(await rejection(unlock(volume, protector, { path: target })), { code: 'ERR_FOREIGN_MOUNT', message: /already has a different mount/ });
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent', 'no key is left in the kernel');
   t.same((await slotStatus(slot)).volume?.targets, [], 'no target is recorded');
 });
@@ -118,9 +118,9 @@ t.test('erase decides nothing while the volume is admin-unlocked or its files ar
   const { slot, protector } = await freshSlot(t);
   const trash = new TrashCollector();
   const volume = await prepare(slot, protector);
-  await unlock(volume, protector);
-  t.match(await rejection(erase(volume, { trash })), { code: 'ERR_BUSY', message: /an admin unlocked it/ });
-  await lock(volume);
+  await adminUnlock(volume, protector);
+  t.match(await rejection(erase(volume, { trash })), { code: 'ERR_PUBLISHED', message: /an admin unlocked it/ });
+  await adminLock(volume);
 
   // A file held open through a target that was lazily unmounted behind our back.
   const target = await newTarget();
@@ -132,7 +132,7 @@ t.test('erase decides nothing while the volume is admin-unlocked or its files ar
   execFileSync('umount', ['-l', target]);
 
   t.match(await rejection(erase(volume, { trash, busyTimeoutMs: 300 })), {
-    code: 'ERR_BUSY',
+    code: 'ERR_FILES_BUSY',
     message: new RegExp(`pid ${holder.pid} \\(sleep\\) has /held open through a detached \\(lazily unmounted\\) mount`),
   });
   t.equal((await slotStatus(slot)).volume?.phase, 'ready', 'no erase was decided');
@@ -153,7 +153,7 @@ t.test('the slot lock excludes another process, and its death releases the lock 
   await new Promise((resolve) => child.stdout.once('data', resolve));
 
   const busy = await rejection(withSlotLock(slot, async () => 'never', { timeoutMs: 300 }));
-  t.match(busy, { code: 'ERR_BUSY', message: new RegExp(`pid ${child.pid} on .* holds`) });
+  t.match(busy, { code: 'ERR_SLOT_LOCKED', message: new RegExp(`pid ${child.pid} on .* holds`) });
   child.kill('SIGKILL');
   await new Promise((resolve) => child.once('exit', resolve));
   t.equal(await withSlotLock(slot, async () => 'mine', { timeoutMs: 5_000 }), 'mine', 'a dead holder releases the lock');
@@ -170,5 +170,5 @@ t.test('unpublishing a path that was never a target leaves that directory alone'
 
 t.test('hooks on a directory that is not a slot say how to make it one', async (t) => {
   const fs = ext4(t);
-  t.match(await rejection(withSlotLock(fs.mountpoint, async () => undefined)), { code: 'ERR_STATE', message: /not an initialized slot.*init-slot/ });
+  t.match(await rejection(withSlotLock(fs.mountpoint, async () => undefined)), { code: 'ERR_NOT_INITIALIZED', message: /not an initialized slot.*init-slot/ });
 });

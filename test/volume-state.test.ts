@@ -1,5 +1,7 @@
 // The double-buffered slot state: each write lands in the half not in force;
-// a torn or corrupt half leaves the other in force; both bad is a clear error.
+// a damaged newest half is refused, never silently replaced by the older
+// one, unless the caller asks for the previous copy; a damaged older half is
+// harmless; both bad is a clear error.
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -60,15 +62,24 @@ t.test('a state larger than a page round-trips', async (t) => {
   t.same(await readSlotState(root), state(7));
 });
 
-t.test('a torn or corrupt half leaves the previous state in force', async (t) => {
+t.test('a damaged newest half is reported, and used only on request; a damaged older half is harmless', async (t) => {
   await writeSlotState(root, state(10));
   await writeSlotState(root, state(11));
   const newest = (await readFile(file)).subarray(0, HALF).includes('"nextGeneration":11') ? 0 : HALF;
   await flipByte(newest + 60); // inside the newest half's JSON: its checksum no longer matches
-  t.same(await readSlotState(root), state(10), 'the intact older half is used');
+  t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /newest copy .* is damaged.*nothing was changed.*--use-previous-state/ });
+  t.same(await readSlotState(root, { usePreviousState: true }), state(10), 'the intact older half, when asked for');
+  await flipByte(newest + 8); // the damaged half's sequence too: unknown, so maybe newer
+  t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /newest copy/ });
+  await flipByte(newest + 8);
+  await flipByte(newest); // the magic: not even a sequence to compare
+  t.match(await rejection(readSlotState(root)), { code: 'ERR_BAD_METADATA', message: /newest copy/ });
+  await flipByte(newest);
   await writeSlotState(root, state(12)); // goes to the half not in force: the damaged one
   t.same(await readSlotState(root), state(12));
   t.ok((await readFile(file)).subarray(newest, newest + HALF).includes('"nextGeneration":12'), 'written over the damaged half');
+  await flipByte((newest === 0 ? HALF : 0) + 60); // now the older half (nextGeneration 10) is the damaged one
+  t.same(await readSlotState(root), state(12), 'a damaged older half does not matter');
 });
 
 t.test('with both halves damaged the error names the file and what to do', async (t) => {
@@ -107,5 +118,5 @@ t.test('a state too large for a half is refused before anything is written', asy
       createdAt: new Date().toISOString(),
     },
   };
-  t.match(await rejection(writeSlotState(root, huge)), { code: 'ERR_STATE', message: /more than/ });
+  t.match(await rejection(writeSlotState(root, huge)), { code: 'ERR_INVALID_ARG', message: /more than/ });
 });

@@ -431,7 +431,7 @@ t.test('TrashCollector resumes what a previous run left, one tree at a time, and
   await closing;
   t.same(first.status().failures, [], 'closing is not a failure');
   t.ok(exists(join(trash, 'gen-3')), 'the tree is still there after close');
-  t.throws(() => first.add(join(trash, 'gen-3')), { code: 'ERR_STATE' });
+  t.throws(() => first.add(join(trash, 'gen-3')), { code: 'ERR_CLOSED' });
   const second = new TrashCollector();
   t.same(await second.resume(trash), [join(trash, 'gen-3')]);
   await second.idle();

@@ -19,8 +19,12 @@ export const EXIT = {
   KEY_SOURCE: 6,
   /** The filesystem or kernel cannot do fscrypt (no encrypt feature, tmpfs, no CONFIG_FS_ENCRYPTION). */
   NOT_SUPPORTED: 7,
-  /** The slot or volume is missing or not in the state the command needs (not initialized, no volume, erased). */
+  /** The slot or volume is missing or not in the state the command needs (not initialized, not mounted, no volume, erased, interrupted). */
   STATE: 8,
+  /** Refused for safety: corrupt or foreign metadata, a foreign mount or directory in the way, a path that is not what the metadata says. */
+  UNSAFE: 9,
+  /** The slot's disk: read-only (after an I/O error?), failing, or full. */
+  DISK: 10,
   /** Interrupted (SIGINT / SIGTERM). smoke cleans up what it made; the lifecycle commands leave state that reconcile finishes. */
   INTERRUPTED: 130,
 } as const;
@@ -33,19 +37,35 @@ export class UsageError extends Error {
 }
 Object.defineProperty(UsageError.prototype, 'name', { value: 'UsageError' });
 
+// Every code of FscryptLocalCode (docs/errors.md), and the errnos a command
+// can meet; anything else is FAILED.
 const BY_CODE: ReadonlyMap<string, ExitCode> = new Map<string, ExitCode>([
   ['ERR_USAGE', EXIT.USAGE],
   ['ERR_INVALID_ARG', EXIT.USAGE],
-  ['ERR_BUSY', EXIT.BUSY],
+  ['ERR_PUBLISHED', EXIT.BUSY],
+  ['ERR_FILES_BUSY', EXIT.BUSY],
+  ['ERR_SLOT_LOCKED', EXIT.BUSY],
   ['EBUSY', EXIT.BUSY],
   ['ERR_WRONG_KEY', EXIT.WRONG_KEY],
   ['ERR_KEY_SOURCE', EXIT.KEY_SOURCE],
   ['ERR_NOT_SUPPORTED', EXIT.NOT_SUPPORTED],
   ['EOPNOTSUPP', EXIT.NOT_SUPPORTED],
   ['ENOTTY', EXIT.NOT_SUPPORTED],
-  ['ERR_STATE', EXIT.STATE],
+  ['ERR_NOT_INITIALIZED', EXIT.STATE],
+  ['ERR_NOT_MOUNTPOINT', EXIT.STATE],
+  ['ERR_NO_VOLUME', EXIT.STATE],
+  ['ERR_NOT_CURRENT', EXIT.STATE],
+  ['ERR_INTERRUPTED', EXIT.STATE],
   ['ENOENT', EXIT.STATE],
   ['ENOTDIR', EXIT.STATE],
+  ['ERR_BAD_METADATA', EXIT.UNSAFE],
+  ['ERR_UNSAFE_PATH', EXIT.UNSAFE],
+  ['ERR_FOREIGN_MOUNT', EXIT.UNSAFE],
+  ['ERR_FOREIGN_ENTRY', EXIT.UNSAFE],
+  ['ELOOP', EXIT.UNSAFE],
+  ['EROFS', EXIT.DISK],
+  ['EIO', EXIT.DISK],
+  ['ENOSPC', EXIT.DISK],
 ]);
 
 /** The `code` of any error (FscryptError, Node system error, UsageError), or a generic one. */
@@ -68,5 +88,9 @@ export const EXIT_CODES_HELP = `Exit codes:
   5    wrong key: the key source does not open this slot
   6    key source unusable: file unreadable or wrong size, KMS plugin unreachable
   7    not supported: filesystem without the encrypt feature, tmpfs, old kernel
-  8    state: slot not initialized, no volume, path not found, volume erased
+  8    state: slot not initialized or not mounted, no volume, path not found,
+       volume erased, a hook interrupted (run reconcile)
+  9    refused for safety: corrupt or foreign metadata, a foreign mount or
+       directory in the way, a symlink or replaced volume directory
+  10   disk: the slot's filesystem is read-only, failing (I/O error) or full
   130  interrupted (SIGINT/SIGTERM)`;

@@ -39,12 +39,12 @@ export async function finishTrash(trash: TrashCollector, progress: Progress, wai
     throw new FscryptError(
       `deleting the old ciphertext in ${failure.tree} failed: ${failure.error.message}. It is harmless without its key; ` +
         'run `fscrypt-local reconcile <slot>` to retry, or remove it by hand',
-      { code: 'ERR_STATE', path: failure.tree },
+      { code: 'ERR_CLEANUP', path: failure.tree },
     );
   }
   if (status.skippedMounts.length > 0) {
     throw new FscryptError(`the old generation holds mount points that were left in place: ${status.skippedMounts.join(', ')}. Unmount them, then run \`fscrypt-local reconcile <slot>\``, {
-      code: 'ERR_BUSY',
+      code: 'ERR_CLEANUP',
     });
   }
   return { deleted: true, files: status.removed.files, dirs: status.removed.dirs, left: [] };

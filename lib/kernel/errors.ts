@@ -4,23 +4,62 @@
 // what the failure means for fscrypt and what to do about it.
 import { getSystemErrorMap } from 'node:util';
 
-/** Codes for failures that are not an errno. */
+/**
+ * Codes for failures that are not an errno. Each means exactly one thing, so
+ * a caller (the CLI's exit codes, the CSI's gRPC codes) maps each with one
+ * table; docs/errors.md lists them with what to do.
+ */
 export type FscryptLocalCode =
+  /** Bad input, refused before anything was done. */
   | 'ERR_INVALID_ARG'
+  /** A metadata file (key metadata, slot state) is corrupt, foreign or of the wrong kind. */
   | 'ERR_BAD_METADATA'
+  /** The key source does not open this slot's protector. */
   | 'ERR_WRONG_KEY'
+  /** The key source cannot be used (file unreadable or of the wrong form, KMS plugin unreachable). */
   | 'ERR_KEY_SOURCE'
+  /** The kernel or filesystem cannot do fscrypt. */
   | 'ERR_NOT_SUPPORTED'
-  | 'ERR_BUSY'
-  | 'ERR_STATE'
-  | 'ERR_UNSAFE_PATH';
+  /** A path is not an initialized slot (no slot state). */
+  | 'ERR_NOT_INITIALIZED'
+  /** A slot root is not a mount point: not a slot, or its disk is not mounted (any more). */
+  | 'ERR_NOT_MOUNTPOINT'
+  /** The slot has no volume: prepare it. */
+  | 'ERR_NO_VOLUME'
+  /** The volume named is not the slot's current one (erased or replaced). */
+  | 'ERR_NOT_CURRENT'
+  /** A hook on the slot was interrupted half-way: reconcile finishes it. */
+  | 'ERR_INTERRUPTED'
+  /** Refused because the volume is in use: published at a target, or unlocked by an admin. */
+  | 'ERR_PUBLISHED'
+  /** The key is only incompletely removed: files inside the volume are still open. */
+  | 'ERR_FILES_BUSY'
+  /** Another process's hook held the slot for longer than the lock timeout. */
+  | 'ERR_SLOT_LOCKED'
+  /** The caller's AbortSignal fired (deadline or cancel) before the hook changed anything. */
+  | 'ERR_ABORTED'
+  /** A target holds a mount that is not this volume (or is this volume with the other read-only setting). */
+  | 'ERR_FOREIGN_MOUNT'
+  /** A directory or file the slot state does not know sits where a hook must create one. */
+  | 'ERR_FOREIGN_ENTRY'
+  /** mount(8) or umount(8) failed for a reason other than a busy target. */
+  | 'ERR_MOUNT_FAILED'
+  /** The kernel's mount table changed while it was being read: retry. */
+  | 'ERR_MOUNT_TABLE'
+  /** A path would lead out of the slot, through a symlink, or to something that is not what the metadata says. */
+  | 'ERR_UNSAFE_PATH'
+  /** Deleting a retired generation's ciphertext in the background failed (harmless without its key). */
+  | 'ERR_CLEANUP'
+  /** An object was used after close(). */
+  | 'ERR_CLOSED';
 
 /** errno names this project explains; any other errno keeps its own name. */
 export type ErrnoCode =
   | 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'ENOTEMPTY' | 'EEXIST' | 'EOPNOTSUPP'
   | 'ENOTTY' | 'ENOKEY' | 'EACCES' | 'EPERM' | 'EINVAL' | 'ENODATA'
   | 'ENOPKG' | 'EROFS' | 'EDQUOT' | 'EKEYREJECTED' | 'EBADMSG' | 'EOVERFLOW'
-  | 'EFAULT' | 'EBUSY' | 'ELOOP' | 'ENAMETOOLONG' | 'EXDEV';
+  | 'EFAULT' | 'EBUSY' | 'ELOOP' | 'ENAMETOOLONG' | 'EXDEV' | 'ENXIO' | 'EIO'
+  | 'ENOSPC';
 
 export type FscryptErrorCode = FscryptLocalCode | ErrnoCode | (string & {});
 
@@ -139,7 +178,20 @@ function explain(code: string, syscall: string | undefined, ioctl: string | unde
         remedy: 'use AES_256_XTS contents with AES_256_CTS filenames, or load the missing crypto module',
       };
     case 'EROFS':
-      return { meaning: 'the filesystem is mounted read-only', remedy: 'remount it read-write' };
+      return {
+        meaning: 'the filesystem is mounted read-only (ext4 remounts read-only after an I/O error with errors=remount-ro)',
+        remedy: 'check `dmesg` for I/O errors and run fsck if there were any, then remount it read-write',
+      };
+    case 'EIO':
+      return { meaning: 'the device reported an I/O error', remedy: 'check `dmesg` and the disk; the slot may need fsck or replacing' };
+    case 'ENOSPC':
+      return { meaning: 'the filesystem is full', remedy: 'free space on it (retired generations are deleted in the background; see `fscrypt-local status`)' };
+    case 'ELOOP':
+      return { meaning: 'the path is a symbolic link, which is never followed here', remedy: 'replace the symlink with the real file or directory' };
+    case 'EISDIR':
+      return { meaning: 'a directory is where a file was expected', remedy: 'move the directory out of the way' };
+    case 'ENXIO':
+      return { meaning: 'a FIFO or socket is where a file was expected', remedy: 'remove it; only regular files belong there' };
     case 'EDQUOT':
       return {
         meaning: "this user's kernel key quota is exhausted",
@@ -199,6 +251,23 @@ Object.defineProperty(FscryptError.prototype, 'name', {
   writable: true,
   configurable: true,
 });
+
+/**
+ * `error` as a FscryptError: a Node system error (fs, child_process) becomes
+ * one with its errno, syscall, path and this project's explanation; anything
+ * else (a programming error) is returned unchanged.
+ */
+export function asFscryptError(error: unknown): unknown {
+  if (error instanceof FscryptError) return error;
+  const e = error as NodeJS.ErrnoException | null;
+  if (e !== null && typeof e === 'object' && typeof e.errno === 'number' && typeof e.code === 'string' && e.code.startsWith('E')) {
+    const details: FscryptErrorDetails = { errno: e.errno < 0 ? e.errno : -e.errno, cause: error };
+    if (e.syscall !== undefined) details.syscall = e.syscall;
+    if (e.path !== undefined) details.path = e.path;
+    return new FscryptError(undefined, details);
+  }
+  return error;
+}
 
 /** True for a FscryptError with one of the given codes. */
 export function isFscryptError(error: unknown, ...codes: FscryptErrorCode[]): error is FscryptError {

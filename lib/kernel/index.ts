@@ -1,7 +1,7 @@
 // lib/kernel: the typed view of the fscrypt UAPI.
 export * from './api.js';
 export * from './constants.js';
-export { FscryptError, isFscryptError } from './errors.js';
+export { asFscryptError, FscryptError, isFscryptError } from './errors.js';
 export type { ErrnoCode, FscryptErrorCode, FscryptErrorDetails, FscryptLocalCode } from './errors.js';
 export { tryLockExclusive } from './file-lock.js';
 export { keyIdentifier } from './identifier.js';

@@ -13,7 +13,7 @@ import { slotRoot } from './slot.js';
 
 /** Throws unless `volume` is exactly what the slot's state describes. */
 export async function checkVolumeClaim(volume: Volume, record: VolumeRecord): Promise<void> {
-  const slot = await slotRoot(volume.slot);
+  const slot = slotRoot(volume.slot);
   if (slot !== volume.slot || volume.name !== record.name || volume.path !== volumePath(slot, record.generation)) {
     throw new FscryptError(`${volume.path} is not the volume directory of slot '${slot}' (that is ${volumePath(slot, record.generation)})`, {
       code: 'ERR_UNSAFE_PATH',
@@ -22,19 +22,24 @@ export async function checkVolumeClaim(volume: Volume, record: VolumeRecord): Pr
   }
 }
 
+/** True if `volume` is the slot's current volume (whatever its phase). */
+export function isCurrent(state: SlotState, volume: Volume): boolean {
+  return state.volume !== null && state.volume.generation === volume.generation && state.volume.identifier === volume.identifier;
+}
+
 /** The state record of `volume`, which must be the slot's current, ready volume. */
 export async function currentRecord(state: SlotState, volume: Volume, hook: string): Promise<VolumeRecord> {
   const record = state.volume;
-  if (!record || record.generation !== volume.generation || record.identifier !== volume.identifier) {
+  if (!record || !isCurrent(state, volume)) {
     throw new FscryptError(`cannot ${hook} ${volume.path}: it is not the current volume of slot '${volume.slot}' (erased or replaced)`, {
-      code: 'ENOENT',
+      code: 'ERR_NOT_CURRENT',
       path: volume.path,
     });
   }
   await checkVolumeClaim(volume, record);
   if (record.phase !== 'ready') {
-    throw new FscryptError(`cannot ${hook} ${volume.path}: the volume is ${record.phase}. To fix: run \`fscrypt-local reconcile ${volume.slot}\``, {
-      code: 'ERR_STATE',
+    throw new FscryptError(`cannot ${hook} ${volume.path}: the volume is ${record.phase} (a prepare was interrupted). To fix: run \`fscrypt-local reconcile ${volume.slot}\``, {
+      code: 'ERR_INTERRUPTED',
       path: volume.path,
     });
   }

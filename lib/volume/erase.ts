@@ -2,7 +2,8 @@
 // O(1) whatever the data size. The key leaves the kernel, its only wrapped
 // copy is destroyed (DESIGN invariant 3), and the ciphertext left behind is
 // moved to the slot's trash and deleted in the background.
-import { FscryptError } from '../kernel/index.js';
+import { FscryptError, isFscryptError } from '../kernel/index.js';
+import { SlotKeys } from '../keys/index.js';
 import { checkVolumeClaim, stillPublished } from './current-volume.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
@@ -38,7 +39,7 @@ export async function erase(volume: Volume, options: HookOptions = {}): Promise<
     }
     await decideErase(volume, state, options);
     await writeSlotState(volume.slot, state);
-    await step('erase', 'intent-recorded', options);
+    await step('erase:intent-recorded', options);
     return { erased: volume.name, trash: await finishRetiring(volume.slot, state, options) };
   });
 }
@@ -56,19 +57,40 @@ export async function decideErase(volume: Volume, state: SlotState, options: Hoo
   const published = await stillPublished(volume, record.targets);
   if (published.length > 0) {
     throw new FscryptError(`refusing to erase ${volume.path}: it is published at ${published.map((t) => t.path).join(', ')}`, {
-      code: 'ERR_BUSY',
+      code: 'ERR_PUBLISHED',
       path: volume.path,
     });
   }
   if (record.adminUnlocked) {
     throw new FscryptError(`refusing to erase ${volume.path}: an admin unlocked it (someone may be using it); lock it first`, {
-      code: 'ERR_BUSY',
+      code: 'ERR_PUBLISHED',
       path: volume.path,
     });
   }
+  await checkPolicyFile(volume);
   await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'erase', options));
   const retiring = { generation: record.generation, name: record.name, identifier: record.identifier };
   state.retiring = retiring;
   state.volume = null;
   return retiring;
+}
+
+/**
+ * The wrapped key must be a policy file the erase can destroy, checked
+ * before anything changes: a FIFO, socket or directory in its place would
+ * otherwise stop the erase half-way and wedge every later hook. Missing is
+ * fine (nothing left to destroy).
+ */
+async function checkPolicyFile(volume: Volume): Promise<void> {
+  try {
+    await new SlotKeys(volume.slot).readPolicy(volume.identifier);
+  } catch (error) {
+    if (isFscryptError(error, 'ENOENT')) return;
+    const why = error instanceof Error ? error.message : String(error);
+    throw new FscryptError(`refusing to erase ${volume.path}: its wrapped key cannot be destroyed safely (${why}); nothing was changed`, {
+      code: 'ERR_BAD_METADATA',
+      path: volume.path,
+      cause: error,
+    });
+  }
 }

@@ -5,7 +5,7 @@
 // remove the key. Shared by prepare and recycle, which differ only in what
 // they record around it. The directory and probe-file calls are synchronous
 // (see durable-fs.ts): each is microseconds, under the slot lock.
-import { closeSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultPolicy, FscryptError, getPolicy, keyIdentifier, samePolicy, setPolicy } from '../kernel/index.js';
 import { newPolicyKey, type OpenProtector } from '../keys/index.js';
@@ -15,10 +15,21 @@ import { volumeName, volumePath } from './slot-layout.js';
 import type { SlotState, VolumeRecord } from './slot-state.js';
 
 const PROBE_FILE = '.fscrypt-local-probe';
+const PROBE_CONTENT = 'fscrypt-local probe';
+/** The size of the probe file when written: what a rollback may find in an unfinished generation. */
+export const PROBE_FILE_SIZE = PROBE_CONTENT.length;
 
 export interface GenerationOptions extends HookOptions {
   /** Mode of the new volume directory (default 0o755; kubelet applies fsGroup on publish). */
   mode?: number;
+}
+
+/** Refuses a mode that is not permission bits (before anything changes). */
+export function checkMode(options: GenerationOptions): void {
+  const { mode } = options;
+  if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
+    throw FscryptError.invalidArgument(`the volume directory mode must be an integer from 0 to 0o7777, got ${String(mode)}`);
+  }
 }
 
 /**
@@ -47,37 +58,39 @@ export function startGeneration(state: SlotState): { record: VolumeRecord; key: 
 export async function buildGeneration(slot: string, record: VolumeRecord, key: Uint8Array, protector: OpenProtector, options: GenerationOptions): Promise<void> {
   const dir = volumePath(slot, record.generation);
   await addVolumeKey(slot, key, record.identifier);
-  await step('prepare', 'key-added', options);
+  await step('prepare:key-added', options);
 
   try {
-    mkdirSync(dir, { mode: options.mode ?? 0o755 });
+    mkdirSync(dir, { mode: 0o700 });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     throw new FscryptError(`${dir} already exists, but the slot state does not know it; refusing to touch it. Move it out of the slot, then prepare again`, {
-      code: 'ERR_STATE',
+      code: 'ERR_FOREIGN_ENTRY',
       path: dir,
     });
   }
-  await step('prepare', 'dir-created', options);
+  // Exactly the mode asked for: mkdir's mode is narrowed by the umask.
+  chmodSync(dir, options.mode ?? 0o755);
+  await step('prepare:dir-created', options);
 
   const policy = defaultPolicy(record.identifier);
   await setPolicy(dir, policy);
-  await step('prepare', 'policy-set', options);
+  await step('prepare:policy-set', options);
 
   checkProbeFile(dir);
-  await step('prepare', 'probe-file-checked', options);
+  await step('prepare:probe-file-checked', options);
 
   const actual = await getPolicy(dir);
   if (actual === null || !samePolicy(actual, policy)) {
-    throw new FscryptError(`the policy read back from ${dir} is not the one set; refusing to use it`, { code: 'ERR_STATE', path: dir });
+    throw new FscryptError(`the policy read back from ${dir} is not the one set; refusing to use it`, { code: 'ERR_UNSAFE_PATH', path: dir });
   }
-  await step('prepare', 'policy-verified', options);
+  await step('prepare:policy-verified', options);
 
   // Independent, and each waits for a journal commit (the metadata's
   // fsyncs; REMOVE_KEY syncs the filesystem): together they share one.
   await Promise.all([protector.addPolicy(key), removeVolumeKey(slot, record.identifier, removalOptions(dir, 'prepare', options))]);
-  await step('prepare', 'metadata-committed', options);
-  await step('prepare', 'key-removed', options);
+  await step('prepare:metadata-committed', options);
+  await step('prepare:key-removed', options);
 }
 
 /**
@@ -89,7 +102,7 @@ function checkProbeFile(dir: string): void {
   try {
     const fd = openSync(probe, 'wx', 0o600);
     try {
-      writeSync(fd, 'fscrypt-local probe');
+      writeSync(fd, PROBE_CONTENT);
     } finally {
       closeSync(fd);
     }

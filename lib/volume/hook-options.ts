@@ -1,4 +1,5 @@
-// What every lifecycle hook accepts, and the volume it acts on.
+// What every lifecycle hook accepts, the volume it acts on, and the named
+// steps it reports.
 import type { Blocker } from './blockers.js';
 import type { TrashCollector } from './tree-remover-trash.js';
 
@@ -16,29 +17,83 @@ export interface Volume {
 }
 
 export type ProgressEvent =
-  | { hook: string; kind: 'step'; step: string }
+  | { hook: string; kind: 'step'; step: StepName }
   | { hook: string; kind: 'busy'; attempt: number; blockers: Blocker[] }
   | { hook: string; kind: 'note'; message: string };
 
 export interface HookOptions {
-  /** Progress of long work: steps, busy files being waited for, notes. */
+  /** Progress of long work: steps, busy files being waited for, notes. An observer that throws is ignored. */
   onProgress?(event: ProgressEvent): void;
   /**
-   * Called after each durable step, by name (e.g. 'prepare:policy-set').
-   * The crash tests throw or kill the process here.
+   * Called after each durable step, by name (e.g. 'prepare:policy-set'),
+   * and awaited. The crash tests kill the process here. An observer that
+   * throws or rejects is ignored: it can never break a hook.
    */
-  onStep?(step: string): void | Promise<void>;
-  /** How long lock waits for busy files before failing with ERR_BUSY (default 30 s). */
+  onStep?(step: StepName): void | Promise<void>;
+  /**
+   * Cancels the call, e.g. `AbortSignal.timeout(ms)` for a deadline (kubelet
+   * gives a CSI call 2 minutes). It bounds the wait for the slot, counted
+   * from when the call is made (queued behind other hooks of this process
+   * included), and the wait for busy files; a hook that has started
+   * changing the slot runs to its end, so that nothing is left half-done.
+   * An aborted call fails with ERR_ABORTED.
+   */
+  signal?: AbortSignal;
+  /** How long lock waits for busy files before failing with ERR_FILES_BUSY (default 30 s). */
   busyTimeoutMs?: number;
-  /** How long to wait for another process's hook on the slot (default 60 s). */
+  /** How long to wait for the slot, from the call (default 60 s); then ERR_SLOT_LOCKED. */
   lockTimeoutMs?: number;
   /** Where erase sends retired generations for background deletion (default: a process-wide collector). */
   trash?: TrashCollector;
 }
 
-/** Reports a finished step to both observers. */
-export async function step(hook: string, name: string, options: HookOptions): Promise<void> {
-  const full = `${hook}:${name}`;
-  options.onProgress?.({ hook, kind: 'step', step: full });
-  await options.onStep?.(full);
+// Every durable step of every hook, by hook. The crash tests kill a process
+// after each step listed here, and a test checks that a full run of each
+// hook reports exactly these, so a step added to the code without being
+// listed here fails to type-check, and one listed but never reached fails
+// that test.
+const BUILD_STEPS = [
+  'prepare:key-added',
+  'prepare:dir-created',
+  'prepare:policy-set',
+  'prepare:probe-file-checked',
+  'prepare:policy-verified',
+  'prepare:metadata-committed',
+  'prepare:key-removed',
+] as const;
+const RETIRE_STEPS = ['erase:key-removed', 'erase:policy-destroyed', 'erase:moved-to-trash'] as const;
+
+export const HOOK_STEPS = {
+  'init-slot': ['init-slot:dirs-created', 'init-slot:protector-created', 'init-slot:state-written'],
+  prepare: ['prepare:intent-recorded', ...BUILD_STEPS, 'prepare:ready'],
+  unlock: ['unlock:target-recorded', 'unlock:key-added', 'unlock:mounted'],
+  'admin-unlock': ['admin-unlock:recorded', 'admin-unlock:key-added'],
+  lock: ['lock:unmounted', 'lock:key-removed', 'lock:recorded'],
+  'admin-lock': ['admin-lock:unmounted', 'admin-lock:key-removed', 'admin-lock:recorded'],
+  erase: ['erase:intent-recorded', ...RETIRE_STEPS, 'erase:done'],
+  // recycle runs the erase and prepare halves concurrently between its own two steps.
+  recycle: ['recycle:intent-recorded', ...BUILD_STEPS, ...RETIRE_STEPS, 'recycle:ready'],
+  reconcile: ['reconcile:recovered', 'reconcile:targets-forgotten', 'reconcile:key-added', 'reconcile:key-removed'],
+} as const;
+
+export type HookName = keyof typeof HOOK_STEPS;
+export type StepName = (typeof HOOK_STEPS)[HookName][number];
+
+/** Sends a progress event; an observer that throws is ignored. */
+export function emit(options: HookOptions, event: ProgressEvent): void {
+  try {
+    options.onProgress?.(event);
+  } catch {
+    // Observers report; they never decide a hook's outcome.
+  }
+}
+
+/** Reports a finished durable step to both observers. */
+export async function step(name: StepName, options: HookOptions): Promise<void> {
+  emit(options, { hook: name.slice(0, name.indexOf(':')), kind: 'step', step: name });
+  try {
+    await options.onStep?.(name);
+  } catch {
+    // As above: a step observer cannot roll a hook back or leave it half-done.
+  }
 }

@@ -5,7 +5,7 @@
 // the files is named (read from /proc), in progress events and in the error.
 import { addKey, FscryptError, getKeyStatus, isFscryptError, removeKey } from '../kernel/index.js';
 import { describeBlockers, findBlockers, type Blocker } from './blockers.js';
-import type { HookOptions } from './hook-options.js';
+import { emit, type HookOptions } from './hook-options.js';
 
 /** Adds a volume's policy key and checks the kernel agrees on its identity. */
 export async function addVolumeKey(slot: string, key: Uint8Array, identifier: string): Promise<void> {
@@ -28,6 +28,8 @@ export interface RemovalOptions {
   /** First retry delay; doubles up to 2 s (default 50 ms). */
   initialDelayMs?: number;
   onBusy?(event: { attempt: number; blockers: Blocker[] }): void;
+  /** Stops the wait for busy files early (the same ERR_FILES_BUSY, saying the caller stopped waiting). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -50,24 +52,38 @@ export async function removeVolumeKey(slot: string, identifier: string, options:
 
     const blockers = await findBlockers(options.dir);
     options.onBusy?.({ attempt, blockers });
-    if (Date.now() >= deadline) {
+    if (Date.now() >= deadline || options.signal?.aborted) {
       throw new FscryptError(
         `the key of ${options.dir} is only incompletely removed: files inside are still in use` +
           (blockers.length > 0 ? `:\n${describeBlockers(blockers)}\n` : ' (no process or mount found holding them). ') +
-          'Stop those processes or unmount those mounts, then lock again',
-        { code: 'ERR_BUSY', path: options.dir },
+          'Stop those processes or unmount those mounts, then lock again' +
+          (options.signal?.aborted ? ' (the caller stopped waiting)' : ''),
+        { code: 'ERR_FILES_BUSY', path: options.dir },
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, delay));
+    await sleep(delay, options.signal);
     delay = Math.min(delay * 2, 2_000);
   }
 }
 
-/** Removal options for a hook: its busy timeout, and busy events as progress. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+}
+
+/** Removal options for a hook: its busy timeout and signal, and busy events as progress. */
 export function removalOptions(dir: string, hook: string, options: HookOptions): RemovalOptions {
   return {
     dir,
     ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }),
-    onBusy: ({ attempt, blockers }) => options.onProgress?.({ hook, kind: 'busy', attempt, blockers }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    onBusy: ({ attempt, blockers }) => emit(options, { hook, kind: 'busy', attempt, blockers }),
   };
 }

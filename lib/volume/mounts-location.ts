@@ -3,7 +3,7 @@
 // the filesystem) instead of path strings is what makes a bind mount of
 // <slot>/vol-1 at a kubelet target recognisable as vol-1, wherever the slot's
 // filesystem is mounted, and keeps vol-1 apart from vol-10 on the same disk.
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { FscryptError, isWithin, readMountInfo, type MountInfo } from '../kernel/index.js';
@@ -34,7 +34,7 @@ export function mountIdOfFd(fd: number): number {
 /** `path` as seen from the root of the filesystem mounted as `mount` (`path` must lie on that mount). */
 export function pathOnFilesystem(path: string, mount: MountInfo): string {
   if (!isWithin(path, mount.mountPoint)) {
-    throw new FscryptError(`'${path}' is not under the mount point '${mount.mountPoint}'`, { code: 'ERR_STATE', path });
+    throw new FscryptError(`'${path}' is not under the mount point '${mount.mountPoint}' (the mount table changed while it was read; retry)`, { code: 'ERR_MOUNT_TABLE', path });
   }
   // No normalising join: a root of a deleted directory ends in "//deleted", which must not become "/deleted".
   const relative = posix.relative(mount.mountPoint, path);
@@ -55,10 +55,27 @@ export async function locate(path: string, mounts?: MountInfo[]): Promise<FsLoca
     // A mount made after `mounts` was read: read the table again.
     if (mount === undefined && mounts !== undefined) mount = (await readMountInfo()).find((m) => m.id === id);
     if (mount === undefined) {
-      throw new FscryptError(`mount ${id} of '${path}' is not in /proc/self/mountinfo`, { code: 'ERR_STATE', path });
+      throw new FscryptError(`mount ${id} of '${path}' is not in /proc/self/mountinfo (the mount table changed while it was read; retry)`, { code: 'ERR_MOUNT_TABLE', path });
     }
     return { path: resolved, mount, device: mount.device, fsPath: pathOnFilesystem(resolved, mount) };
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * True if `path` (a directory, not a symlink) is a mount point: it lies on
+ * another mount than its parent. Synchronous, procfs only: every hook asks.
+ */
+export function isMountPoint(path: string): boolean {
+  if (path === '/') return true;
+  const ids = [path, posix.join(path, '..')].map((p) => {
+    const fd = openSync(p, O_PATH | constants.O_NOFOLLOW);
+    try {
+      return mountIdOfFd(fd);
+    } finally {
+      closeSync(fd);
+    }
+  });
+  return ids[0] !== ids[1];
 }

@@ -93,7 +93,7 @@ export async function isBindOf(target: string, source: string, options: BindOpti
  * Bind-mounts `source` at `target` (which must exist), read-only if asked:
  * MS_BIND, then MS_REMOUNT|MS_BIND|MS_RDONLY, since the kernel ignores ro on
  * the first call. Checked against mountinfo afterwards. Returns false if
- * exactly this mount is already there; an ERR_STATE error if another is.
+ * exactly this mount is already there; ERR_FOREIGN_MOUNT if another is.
  */
 export async function bindMount(source: string, target: string, options: BindOptions = {}): Promise<boolean> {
   assertAbsolute(source, 'source');
@@ -109,20 +109,20 @@ export async function bindMount(source: string, target: string, options: BindOpt
     if (await isBindOf(at, from, { readonly })) return false;
     throw new FscryptError(
       `'${at}' already has a mount (${present.source} ${present.root}, ${present.options.includes('ro') ? 'ro' : 'rw'}); unmount it before binding '${from}' there`,
-      { code: 'ERR_STATE', path: at },
+      { code: 'ERR_FOREIGN_MOUNT', path: at },
     );
   }
 
   const bound = await run('mount', ['--bind', from, at]);
-  if (!bound.ok) throw new FscryptError(`mount --bind '${from}' '${at}' failed: ${bound.stderr}`, { code: 'ERR_STATE', path: at });
+  if (!bound.ok) throw new FscryptError(`mount --bind '${from}' '${at}' failed: ${bound.stderr}`, { code: 'ERR_MOUNT_FAILED', path: at });
   try {
     if (readonly) {
       const remounted = await run('mount', ['-o', 'remount,bind,ro', at]);
-      if (!remounted.ok) throw new FscryptError(`making the bind mount at '${at}' read-only failed: ${remounted.stderr}`, { code: 'ERR_STATE', path: at });
+      if (!remounted.ok) throw new FscryptError(`making the bind mount at '${at}' read-only failed: ${remounted.stderr}`, { code: 'ERR_MOUNT_FAILED', path: at });
     }
     if (!(await isBindOf(at, from, { readonly }))) {
       throw new FscryptError(`after mount --bind '${from}' '${at}', mountinfo does not show that bind mount${readonly ? ' read-only' : ''}`, {
-        code: 'ERR_STATE',
+        code: 'ERR_MOUNT_FAILED',
         path: at,
       });
     }
@@ -152,5 +152,5 @@ export async function unmount(target: string): Promise<boolean> {
     const held = blockers.length > 0 ? `; held by:\n${describeBlockers(blockers)}` : '';
     throw new FscryptError(`EBUSY: cannot unmount '${at}': target is busy${held}`, { code: 'EBUSY', path: at });
   }
-  throw new FscryptError(`umount '${at}' failed: ${result.stderr}`, { code: 'ERR_STATE', path: at });
+  throw new FscryptError(`umount '${at}' failed: ${result.stderr}`, { code: 'ERR_MOUNT_FAILED', path: at });
 }

@@ -6,10 +6,11 @@
 // then the generation is built (generation.ts), then marked ready.
 import { FscryptError } from '../kernel/index.js';
 import { wipe, type OpenProtector } from '../keys/index.js';
-import { buildGeneration, startGeneration, type GenerationOptions } from './generation.js';
+import { buildGeneration, checkMode, startGeneration, type GenerationOptions } from './generation.js';
 import { step, type Volume } from './hook-options.js';
 import { recoverInterrupted, rollBackPrepare } from './recovery.js';
-import { withHookLock } from './hook-lock.js';
+import { asHookError, withHookLock } from './hook-lock.js';
+import { verifyVolumeDirectory } from './verify.js';
 import { readSlotState, writeSlotState, type SlotState } from './slot-state.js';
 import { slotRoot, volumeOf } from './slot.js';
 
@@ -21,40 +22,51 @@ export type PrepareOptions = GenerationOptions;
  * erase is first finished or rolled back.
  */
 export async function prepare(root: string, protector: OpenProtector, options: PrepareOptions = {}): Promise<Volume> {
-  const slot = await slotRoot(root);
+  checkMode(options);
+  const slot = await asHookError(async () => slotRoot(root));
   return withHookLock(slot, options, async () => {
-    let state = await readSlotState(slot);
-    if (state.volume?.phase === 'ready' && state.retiring === undefined) return volumeOf(slot, state)!;
-    state = await recoverInterrupted(slot, state, options);
-    if (state.volume?.phase === 'ready') return volumeOf(slot, state)!;
-    checkProtector(slot, state, protector);
-
-    const { record, key } = startGeneration(state);
-    let intentRecorded = false;
-    try {
-      await writeSlotState(slot, state);
-      intentRecorded = true;
-      await step('prepare', 'intent-recorded', options);
-
-      await buildGeneration(slot, record, key, protector, options);
-
-      record.phase = 'ready';
-      await writeSlotState(slot, state);
-      await step('prepare', 'ready', options);
-      return volumeOf(slot, state)!;
-    } catch (error) {
-      // Leave no key in the kernel and no half-made generation behind; if
-      // even that fails, reconcile (or the next prepare) rolls it back.
-      if (intentRecorded) await rollBackPrepare(slot, state, options).catch(() => undefined);
-      throw error;
-    } finally {
-      wipe(key);
-    }
+    const state = await readSlotState(slot);
+    if (state.volume?.phase === 'ready' && state.retiring === undefined) return verified(volumeOf(slot, state)!);
+    return prepareLocked(slot, await recoverInterrupted(slot, state, options), protector, options);
   });
+}
+
+/** prepare's work once it holds the slot and the slot has nothing interrupted. */
+export async function prepareLocked(slot: string, state: SlotState, protector: OpenProtector, options: PrepareOptions): Promise<Volume> {
+  if (state.volume?.phase === 'ready') return verified(volumeOf(slot, state)!);
+  checkProtector(slot, state, protector);
+
+  const { record, key } = startGeneration(state);
+  let intentRecorded = false;
+  try {
+    await writeSlotState(slot, state);
+    intentRecorded = true;
+    await step('prepare:intent-recorded', options);
+
+    await buildGeneration(slot, record, key, protector, options);
+
+    record.phase = 'ready';
+    await writeSlotState(slot, state);
+    await step('prepare:ready', options);
+    return volumeOf(slot, state)!;
+  } catch (error) {
+    // Leave no key in the kernel and no half-made generation behind; if
+    // even that fails, reconcile (or the next prepare) rolls it back.
+    if (intentRecorded) await rollBackPrepare(slot, state, options).catch(() => undefined);
+    throw error;
+  } finally {
+    wipe(key);
+  }
+}
+
+/** A ready volume is handed out only after its directory is checked again (invariant 1): it may have been deleted or replaced. */
+async function verified(volume: Volume): Promise<Volume> {
+  await verifyVolumeDirectory(volume, 'hand out');
+  return volume;
 }
 
 export function checkProtector(slot: string, state: SlotState, protector: OpenProtector): void {
   if (protector.descriptor !== state.protector) {
-    throw new FscryptError(`the open protector ${protector.descriptor} is not the slot's protector ${state.protector}`, { code: 'ERR_STATE', path: slot });
+    throw FscryptError.invalidArgument(`the open protector ${protector.descriptor} is not the protector ${state.protector} of slot '${slot}'; open this slot's own`, slot);
   }
 }

@@ -8,12 +8,13 @@
 //   is out of the kernel, and the decision to destroy the key was recorded
 //   before anything was touched.
 import { lstatSync, renameSync } from 'node:fs';
-import { readdir, rmdir } from 'node:fs/promises';
+import { lstat, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDirectory } from '../durable-fs.js';
-import { getPolicy } from '../kernel/index.js';
+import { FscryptError, getPolicy } from '../kernel/index.js';
 import { SlotKeys } from '../keys/index.js';
-import { step, type HookOptions } from './hook-options.js';
+import { PROBE_FILE_SIZE } from './generation.js';
+import { emit, step, type HookOptions } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { slotPaths, volumePath } from './slot-layout.js';
 import { writeSlotState, type RetiringRecord, type SlotState } from './slot-state.js';
@@ -31,7 +32,20 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
   const volume = state.volume!;
   const dir = volumePath(slot, volume.generation);
   await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'prepare', options));
-  await removeUnfinishedGeneration(dir, volume.identifier, options);
+  // Checked before anything is destroyed: a generation holding data is never
+  // rolled back, whatever the state says (it may be an older copy).
+  const unfinished = await unfinishedGeneration(dir, volume.identifier);
+  if (unfinished === 'holds-data') {
+    throw new FscryptError(
+      `refusing to roll back the prepare of ${volume.name} in slot '${slot}': the state says it was never finished, but ${dir} holds data. ` +
+        'Its wrapped key and directory are kept. To fix: inspect the slot (the state may be an older copy after a damaged write); ' +
+        'repair the slot state by hand, or move the directory out of the slot after saving its data',
+      { code: 'ERR_BAD_METADATA', path: dir },
+    );
+  }
+  if (unfinished === 'ours') await removeTree(dir);
+  else if (unfinished === 'empty-plain') await rmdir(dir);
+  else if (unfinished === 'foreign') emit(options, { hook: 'prepare', kind: 'note', message: `left ${dir} in place: it is not the generation this prepare made` });
   await new SlotKeys(slot).destroyPolicy(volume.identifier);
   state.volume = null;
   await writeSlotState(slot, state);
@@ -39,21 +53,25 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
 }
 
 /**
- * Removes the directory an interrupted prepare made, and only that: one
- * with this generation's policy (it holds at most the probe file: it was
- * never published), or an empty plain one (made, policy not yet set).
- * Anything else under that name is not ours, and is left for an admin.
+ * What sits where an interrupted prepare made its directory: nothing; one
+ * with this generation's policy holding at most the probe file (it was never
+ * published: rolled back); an empty plain one (made, policy not yet set);
+ * one with this policy holding anything more (never rolled back); anything
+ * else is not ours, and is left for an admin.
  */
-async function removeUnfinishedGeneration(dir: string, identifier: string, options: HookOptions): Promise<void> {
-  if (!exists(dir)) return;
+async function unfinishedGeneration(dir: string, identifier: string): Promise<'absent' | 'ours' | 'empty-plain' | 'holds-data' | 'foreign'> {
+  const stat = lstatSync(dir, { throwIfNoEntry: false });
+  if (stat === undefined) return 'absent';
+  if (!stat.isDirectory()) return 'foreign';
   const policy = await getPolicy(dir);
-  if (policy?.version === 2 && policy.identifier === identifier) {
-    await removeTree(dir);
-  } else if (policy === null && (await readdir(dir)).length === 0) {
-    await rmdir(dir);
-  } else {
-    options.onProgress?.({ hook: 'prepare', kind: 'note', message: `left ${dir} in place: it is not the generation this prepare made` });
-  }
+  const entries = await readdir(dir);
+  if (policy === null) return entries.length === 0 ? 'empty-plain' : 'foreign';
+  if (policy.version !== 2 || policy.identifier !== identifier) return 'foreign';
+  if (entries.length === 0) return 'ours';
+  if (entries.length > 1) return 'holds-data';
+  // One entry, its name encrypted: the probe file is a regular file of at most its content's size.
+  const probe = await lstat(join(dir, entries[0]!));
+  return probe.isFile() && probe.size <= PROBE_FILE_SIZE ? 'ours' : 'holds-data';
 }
 
 /**
@@ -65,23 +83,25 @@ async function removeUnfinishedGeneration(dir: string, identifier: string, optio
 export async function retire(slot: string, retiring: RetiringRecord, options: HookOptions): Promise<string> {
   const dir = volumePath(slot, retiring.generation);
   await removeVolumeKey(slot, retiring.identifier, removalOptions(dir, 'erase', options));
-  await step('erase', 'key-removed', options);
+  await step('erase:key-removed', options);
   const { trashDir } = slotPaths(slot);
   const trashed = join(trashDir, retiring.name);
   // Independent steps: the rename's fsyncs and the crypto-erase's share journal commits.
   const moved = moveToTrash(dir, trashed) ? [fsyncDirectory(slot), fsyncDirectory(trashDir)] : [];
   await Promise.all([new SlotKeys(slot).destroyPolicy(retiring.identifier), ...moved]);
-  await step('erase', 'policy-destroyed', options);
-  await step('erase', 'moved-to-trash', options);
+  await step('erase:policy-destroyed', options);
+  await step('erase:moved-to-trash', options);
   return trashed;
 }
 
 /** retire(), then the slot state records it done, and the trash is queued for deletion. */
 export async function finishRetiring(slot: string, state: SlotState, options: HookOptions): Promise<string> {
-  const trashed = await retire(slot, state.retiring!, options);
+  const retiring = state.retiring!;
+  const trashed = await retire(slot, retiring, options);
   delete state.retiring;
+  state.lastErased = { generation: retiring.generation, identifier: retiring.identifier };
   await writeSlotState(slot, state);
-  await step('erase', 'done', options);
+  await step('erase:done', options);
   (options.trash ?? defaultTrash()).add(trashed);
   return trashed;
 }

@@ -1,41 +1,108 @@
-// One hook at a time per slot: within this process (a promise chain per
-// slot) and across processes (the agent and an admin's CLI) through flock(2)
-// on <slot>/.fscrypt-local/lock. The kernel drops the lock when its holder's
+// One hook at a time per slot: within this process (a FIFO queue per slot)
+// and across processes (the agent and an admin's CLI) through flock(2) on
+// <slot>/.fscrypt-local/lock. The kernel drops the lock when its holder's
 // descriptor closes, so a crash or kill -9 never wedges a slot, and the lock
 // works whatever PID namespace each holder runs in. The file's content only
 // says who holds it, for the error message; it is never deleted, because
 // unlinking a flock'ed file lets two processes lock two different inodes.
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+//
+// The wait is bounded from the moment of the call, queue included: a caller
+// behind a hung hook (a frozen disk) gets ERR_SLOT_LOCKED or ERR_ABORTED in
+// time, leaves the queue, and the callers behind it keep their places.
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { FscryptError, tryLockExclusive } from '../kernel/index.js';
 import { slotPaths } from './slot-layout.js';
 
-const chains = new Map<string, Promise<unknown>>();
-
 export interface SlotLockOptions {
-  /** How long to wait for another process's hook on the same slot (default 60 s). */
+  /** How long to wait for the slot, from the call (default 60 s). */
   timeoutMs?: number;
+  /** Stops waiting (ERR_ABORTED) when it fires. */
+  signal?: AbortSignal;
 }
+
+interface Queue {
+  held: boolean;
+  waiters: (() => void)[];
+}
+
+const queues = new Map<string, Queue>();
 
 /** Runs `fn` holding the slot's lock. */
 export async function withSlotLock<T>(root: string, fn: () => Promise<T>, options: SlotLockOptions = {}): Promise<T> {
-  const previous = chains.get(root) ?? Promise.resolve();
-  const run = previous
-    .catch(() => undefined)
-    .then(async () => {
-      const fd = await acquireFileLock(root, options.timeoutMs ?? 60_000);
-      try {
-        return await fn();
-      } finally {
-        closeSync(fd); // releases the flock
-      }
-    });
-  chains.set(root, run);
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  throwIfAborted(root, options.signal);
+  await enter(root, deadline, options.signal);
   try {
-    return await run;
+    const fd = await acquireFileLock(root, deadline, options.signal);
+    try {
+      return await fn();
+    } finally {
+      if (fd >= 0) closeSync(fd); // releases the flock
+    }
   } finally {
-    if (chains.get(root) === run) chains.delete(root);
+    leave(root);
   }
+}
+
+export function abortedError(root: string, signal: AbortSignal): FscryptError {
+  const reason = signal.reason as { name?: string } | undefined;
+  const why = reason?.name === 'TimeoutError' ? 'its deadline passed' : 'it was cancelled';
+  return new FscryptError(`the call on slot '${root}' was abandoned before it changed anything: ${why}. Retry it`, {
+    code: 'ERR_ABORTED',
+    path: root,
+    cause: signal.reason,
+  });
+}
+
+export function throwIfAborted(root: string, signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortedError(root, signal);
+}
+
+/** Takes this process's turn on the slot, in call order. */
+function enter(root: string, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+  let queue = queues.get(root);
+  if (queue === undefined) {
+    queue = { held: false, waiters: [] };
+    queues.set(root, queue);
+  }
+  if (!queue.held) {
+    queue.held = true;
+    return Promise.resolve();
+  }
+  const q = queue;
+  return new Promise<void>((resolve, reject) => {
+    const onTurn = (): void => {
+      cleanup();
+      resolve();
+    };
+    const giveUp = (error: FscryptError): void => {
+      const index = q.waiters.indexOf(onTurn);
+      if (index >= 0) q.waiters.splice(index, 1);
+      cleanup();
+      reject(error);
+    };
+    const onAbort = (): void => giveUp(abortedError(root, signal!));
+    const timer = setTimeout(
+      () => giveUp(new FscryptError(`slot '${root}' is busy: an earlier hook of this process is still running on it. Retry later`, { code: 'ERR_SLOT_LOCKED', path: root })),
+      Math.max(0, deadline - Date.now()),
+    );
+    function cleanup(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+    q.waiters.push(onTurn);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Hands the slot to the next caller of this process, if any. */
+function leave(root: string): void {
+  const queue = queues.get(root);
+  if (queue === undefined) return;
+  const next = queue.waiters.shift();
+  if (next) next();
+  else queues.delete(root);
 }
 
 // The lock file is opened, locked and noted synchronously (see
@@ -51,38 +118,79 @@ function noteHolder(fd: number): void {
   }
 }
 
-async function acquireFileLock(root: string, timeoutMs: number): Promise<number> {
-  const { lockFile } = slotPaths(root);
-  let fd: number;
+function holderOf(fd: number): string {
   try {
-    fd = openSync(lockFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    const buffer = Buffer.alloc(256);
+    return buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8').trim().replace(/[^\x20-\x7e]/g, '?');
+  } catch {
+    return '';
+  }
+}
+
+const OPEN_FLAGS = constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
+
+/**
+ * Opens the lock file: never through a symlink, never a FIFO or a hard link
+ * to another file (noting the holder truncates it). On a read-only slot the
+ * file is opened read-only (flock works on any descriptor), so that lock
+ * can still take a key out of the kernel there; without a lock file on a
+ * read-only slot there is no lock, and none is needed (nothing can change
+ * the slot). Returns -1 then.
+ */
+function openLockFile(root: string, lockFile: string): { fd: number; writable: boolean } {
+  let fd: number;
+  let writable = true;
+  try {
+    fd = openSync(lockFile, constants.O_RDWR | constants.O_CREAT | OPEN_FLAGS, 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new FscryptError(`'${root}' is not an initialized slot. To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
-        code: 'ERR_STATE',
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new FscryptError(`'${root}' is not an initialized slot (it has no ${slotPaths(root).stateDir}). To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
+        code: 'ERR_NOT_INITIALIZED',
         path: root,
       });
     }
-    throw error;
+    if (code === 'ELOOP') throw unsafeLockFile(root, lockFile, 'it is a symbolic link');
+    if (code !== 'EROFS') throw error;
+    try {
+      fd = openSync(lockFile, constants.O_RDONLY | OPEN_FLAGS);
+      writable = false;
+    } catch (inner) {
+      if ((inner as NodeJS.ErrnoException).code === 'ENOENT') return { fd: -1, writable: false };
+      throw inner;
+    }
   }
+  const stat = fstatSync(fd);
+  if (!stat.isFile() || stat.nlink !== 1) {
+    closeSync(fd);
+    throw unsafeLockFile(root, lockFile, stat.isFile() ? `it has ${stat.nlink} hard links (it may be another file)` : 'it is not a regular file');
+  }
+  return { fd, writable };
+}
+
+function unsafeLockFile(root: string, lockFile: string, why: string): FscryptError {
+  return new FscryptError(`refusing to use the lock file ${lockFile} of slot '${root}': ${why}. To fix: remove it (nothing else is stored in it)`, {
+    code: 'ERR_UNSAFE_PATH',
+    path: lockFile,
+  });
+}
+
+async function acquireFileLock(root: string, deadline: number, signal: AbortSignal | undefined): Promise<number> {
+  const { lockFile } = slotPaths(root);
+  const { fd, writable } = openLockFile(root, lockFile);
+  if (fd < 0) return fd;
   try {
-    const deadline = Date.now() + timeoutMs;
     while (!tryLockExclusive(fd, lockFile)) {
+      throwIfAborted(root, signal);
       if (Date.now() >= deadline) {
-        let holder = '';
-        try {
-          holder = readFileSync(lockFile, 'utf8').trim();
-        } catch {
-          // unreadable: say nothing more
-        }
-        throw new FscryptError(`slot '${root}' is busy: ${holder || 'another process'} holds ${lockFile}. Wait for it to finish, or stop it`, {
-          code: 'ERR_BUSY',
+        throw new FscryptError(`slot '${root}' is busy: ${holderOf(fd) || 'another process'} holds ${lockFile}. Wait for it to finish, or stop it`, {
+          code: 'ERR_SLOT_LOCKED',
           path: root,
         });
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100, Math.max(1, deadline - Date.now()))));
     }
-    noteHolder(fd);
+    if (writable) noteHolder(fd);
     return fd;
   } catch (error) {
     closeSync(fd);

@@ -12,9 +12,17 @@
 // half not in force and fdatasyncs it: the file's size and blocks never
 // change, so that is one device flush and no journal commit, where a
 // temp-file-and-rename update costs two commits. The reader takes the valid
-// half with the higher sequence number, so an update torn by a crash leaves
-// the previous state in force, and a hook only acts once its intent's flush
-// has returned. Crash safety thus does not rely on any filesystem's ordering.
+// half with the higher sequence number, so a hook only acts once its intent's
+// flush has returned. Crash safety thus does not rely on any filesystem's
+// ordering.
+//
+// A newest half that is damaged is never silently replaced by the older one:
+// a flipped bit and a write torn by a power loss look alike, and acting on
+// the older state (a `preparing` record, say, for a volume since filled with
+// data) could undo work that was done. The reader refuses such a file
+// (ERR_BAD_METADATA) unless told to use the previous copy
+// (`reconcile --use-previous-state`), and rollbacks never delete a volume
+// directory holding anything beyond what the hook itself made (recovery.ts).
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -54,6 +62,12 @@ export interface RetiringRecord {
   identifier: string;
 }
 
+/** The generation most recently crypto-erased: lets a retried recycle find its result. */
+export interface ErasedRecord {
+  generation: number;
+  identifier: string;
+}
+
 export interface SlotState {
   version: 1;
   /** Descriptor of the slot's protector in .fscrypt/protectors. */
@@ -62,6 +76,15 @@ export interface SlotState {
   nextGeneration: number;
   volume: VolumeRecord | null;
   retiring?: RetiringRecord;
+  lastErased?: ErasedRecord;
+}
+
+export interface ReadStateOptions {
+  /**
+   * Use the previous copy when the newest is damaged (after a power loss in
+   * the middle of a state write). Only reconcile offers it, on request.
+   */
+  usePreviousState?: boolean;
 }
 
 const HALF_SIZE = 64 * 1024;
@@ -72,6 +95,8 @@ const MAGIC = Buffer.from('FSLSTAT1', 'latin1');
 // magic (8) | sequence (u64) | JSON length (u32) | SHA-256 of sequence, length and JSON (32) | JSON
 const HEADER_SIZE = 8 + 8 + 4 + 32;
 const MAX_JSON_BYTES = HALF_SIZE - HEADER_SIZE;
+// memcmp against zeros is microseconds; a byte loop over 64 KiB is not.
+const ZERO_HALF = Buffer.alloc(HALF_SIZE);
 
 interface Half {
   sequence: bigint;
@@ -85,20 +110,27 @@ function digest(sequence: bigint, json: Buffer): Buffer {
   return createHash('sha256').update(head).update(json).digest();
 }
 
-/** A half, or undefined if it is empty, torn or corrupt. */
-function decodeHalf(bytes: Buffer): Half | undefined {
-  if (bytes.length < HEADER_SIZE || !bytes.subarray(0, 8).equals(MAGIC)) return undefined;
+type DecodedHalf =
+  | { kind: 'empty' }
+  | { kind: 'valid'; half: Half }
+  /** `sequence` is what the damaged header claims, when its magic is intact. */
+  | { kind: 'damaged'; sequence?: bigint };
+
+/** A half: never written (all zeros), valid, or damaged (torn or corrupt). */
+function decodeHalf(bytes: Buffer): DecodedHalf {
+  if (bytes.equals(ZERO_HALF.subarray(0, bytes.length))) return { kind: 'empty' };
+  if (bytes.length < HEADER_SIZE || !bytes.subarray(0, 8).equals(MAGIC)) return { kind: 'damaged' };
   const sequence = bytes.readBigUInt64LE(8);
   const length = bytes.readUInt32LE(16);
-  if (length > MAX_JSON_BYTES || HEADER_SIZE + length > bytes.length) return undefined;
+  if (length > MAX_JSON_BYTES || HEADER_SIZE + length > bytes.length) return { kind: 'damaged', sequence };
   const json = bytes.subarray(HEADER_SIZE, HEADER_SIZE + length);
-  return digest(sequence, json).equals(bytes.subarray(20, HEADER_SIZE)) ? { sequence, json } : undefined;
+  return digest(sequence, json).equals(bytes.subarray(20, HEADER_SIZE)) ? { kind: 'valid', half: { sequence, json } } : { kind: 'damaged', sequence };
 }
 
 function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
   const json = Buffer.from(JSON.stringify(state));
   if (json.length > MAX_JSON_BYTES) {
-    throw new FscryptError(`the slot state for ${file} would be ${json.length} bytes, more than ${MAX_JSON_BYTES}; too many targets?`, { code: 'ERR_STATE', path: file });
+    throw new FscryptError(`the slot state for ${file} would be ${json.length} bytes, more than ${MAX_JSON_BYTES}; too many targets?`, { code: 'ERR_INVALID_ARG', path: file });
   }
   const half = Buffer.alloc(Math.ceil((HEADER_SIZE + json.length) / PAGE) * PAGE);
   MAGIC.copy(half, 0);
@@ -117,40 +149,62 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
  * One read of the whole file: when the cache is cold (a hook on a slot left
  * alone for a while) that is one device request, not two in a row.
  */
-function readHalves(fd: number): [Half | undefined, Half | undefined] {
+function readHalves(fd: number): [DecodedHalf, DecodedHalf] {
   const file = Buffer.alloc(2 * HALF_SIZE);
   const length = readUpTo(fd, file, 0);
   return [decodeHalf(file.subarray(0, Math.min(length, HALF_SIZE))), decodeHalf(file.subarray(HALF_SIZE, length))];
 }
 
-
-function inForce(halves: [Half | undefined, Half | undefined]): { half: Half; index: 0 | 1 } | undefined {
-  const [a, b] = halves;
-  if (a && (!b || a.sequence > b.sequence)) return { half: a, index: 0 };
-  if (b) return { half: b, index: 1 };
-  return undefined;
+interface InForce {
+  /** The valid half with the higher sequence, if any. */
+  current?: { half: Half; index: 0 | 1 };
+  /** A damaged half that is, or may be, newer than `current`. */
+  newestDamaged: boolean;
+  /** The highest sequence either half claims. */
+  highest: bigint;
 }
 
-export async function readSlotState(root: string): Promise<SlotState> {
+function inForce(halves: [DecodedHalf, DecodedHalf]): InForce {
+  let current: InForce['current'];
+  let highest = 0n;
+  halves.forEach((h, index) => {
+    if (h.kind === 'valid' && (current === undefined || h.half.sequence > current.half.sequence)) current = { half: h.half, index: index as 0 | 1 };
+    const claimed = h.kind === 'valid' ? h.half.sequence : h.kind === 'damaged' ? h.sequence : undefined;
+    if (claimed !== undefined && claimed > highest) highest = claimed;
+  });
+  const newestDamaged = halves.some((h) => h.kind === 'damaged' && (h.sequence === undefined || current === undefined || h.sequence > current.half.sequence));
+  return { ...(current ? { current } : {}), newestDamaged, highest };
+}
+
+export async function readSlotState(root: string, options: ReadStateOptions = {}): Promise<SlotState> {
   const { stateFile } = slotPaths(root);
-  let current;
+  let found: InForce;
   try {
     const fd = openStateFile(stateFile, constants.O_RDONLY);
     try {
-      current = inForce(readHalves(fd));
+      found = inForce(readHalves(fd));
     } finally {
       closeSync(fd);
     }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new FscryptError(`'${root}' is not an initialized slot (no ${stateFile}). To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
-        code: 'ERR_STATE',
+        code: 'ERR_NOT_INITIALIZED',
         path: root,
       });
     }
     throw error;
   }
+  const { current } = found;
   if (current === undefined) throw bad(stateFile, 'neither of its two copies is intact');
+  if (found.newestDamaged && !options.usePreviousState) {
+    throw new FscryptError(
+      `the newest copy of the slot state ${stateFile} is damaged (disk corruption, or a power loss in the middle of a write); nothing was changed. ` +
+        `To fix: if the machine lost power during a hook, run \`fscrypt-local reconcile ${root} --use-previous-state\` to continue from the previous copy ` +
+        '(a rollback never deletes a volume directory holding data); otherwise restore the file from a backup or repair it by hand',
+      { code: 'ERR_BAD_METADATA', path: stateFile },
+    );
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(current.half.json.toString('utf8'));
@@ -214,6 +268,11 @@ function checkState(value: unknown, file: string): SlotState {
     if (typeof r.name !== 'string' || !VOLUME_NAME_PATTERN.test(r.name) || parseVolumeName(r.name) !== r.generation) throw bad(file, 'bad retiring name');
     if (typeof r.identifier !== 'string' || !/^[0-9a-f]{32}$/.test(r.identifier)) throw bad(file, 'bad retiring identifier');
   }
+  if (s.lastErased !== undefined) {
+    const e = s.lastErased as Partial<ErasedRecord> | null;
+    if (typeof e !== 'object' || e === null || !Number.isSafeInteger(e.generation) || e.generation! < 1 || e.generation! >= s.nextGeneration!) throw bad(file, 'bad lastErased generation');
+    if (typeof e.identifier !== 'string' || !/^[0-9a-f]{32}$/.test(e.identifier)) throw bad(file, 'bad lastErased identifier');
+  }
   return s as SlotState;
 }
 
@@ -233,8 +292,10 @@ export async function writeSlotState(root: string, state: SlotState): Promise<vo
     return;
   }
   try {
-    const current = inForce(readHalves(fd));
-    const sequence = (current?.half.sequence ?? 0n) + 1n;
+    // Into the half not in force: a damaged newest half is overwritten, which
+    // is how reconcile --use-previous-state repairs the file.
+    const { current, highest } = inForce(readHalves(fd));
+    const sequence = highest + 1n;
     const index = current?.index === 0 ? 1 : 0;
     writeFully(fd, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
     await flushFileData(fd);

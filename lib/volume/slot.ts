@@ -3,10 +3,13 @@
 import { lstatSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, readdir, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { FscryptError, getKeyStatus, probe, type KeyStatus } from '../kernel/index.js';
-import { SlotKeys, type KeySourceSpec, type OpenProtector, type ProtectorInfo } from '../keys/index.js';
-import type { Volume } from './hook-options.js';
+import { FscryptError, getKeyStatus, isFscryptError, probe, type KeyStatus } from '../kernel/index.js';
+import { setRotationStepHook, SlotKeys, type KeySourceSpec, type OpenProtector, type ProtectorInfo } from '../keys/index.js';
+import { asHookError } from './hook-lock.js';
+import { step, type HookOptions, type Volume } from './hook-options.js';
+import { isMountPoint } from './mounts-location.js';
 import { isBindOf } from './mounts.js';
+import { volumeDirectoryProblem } from './verify.js';
 import { parseVolumeName, slotPaths, volumePath, VOLUME_NAME_PATTERN } from './slot-layout.js';
 import { readSlotState, writeSlotState, type SlotState, type VolumePhase } from './slot-state.js';
 import { withSlotLock } from './slot-lock.js';
@@ -14,7 +17,7 @@ import { withSlotLock } from './slot-lock.js';
 // The protector kind each key source makes.
 const PROTECTOR_KIND = { file: 'raw_key', passphrase: 'custom_passphrase', kms: 'kms' } as const satisfies Record<KeySourceSpec['kind'], ProtectorInfo['source']>;
 
-export interface InitSlotOptions {
+export interface InitSlotOptions extends Pick<HookOptions, 'onStep' | 'onProgress' | 'signal' | 'lockTimeoutMs'> {
   /** Protector name shown by `fscrypt status` (default "fscrypt-local"). */
   name?: string;
 }
@@ -31,46 +34,61 @@ export interface SlotInfo {
  * slot whose protector opens with the same source is left as it is.
  */
 export async function initSlot(root: string, source: KeySourceSpec, options: InitSlotOptions = {}): Promise<SlotInfo> {
-  const slot = await slotRoot(root);
-  const support = await probe(slot);
-  if (!support.supported) {
-    throw new FscryptError(`cannot use '${slot}' as a slot: ${support.reason}. To fix: ${support.remedy}`, { code: 'ERR_NOT_SUPPORTED', path: slot });
-  }
-  const paths = slotPaths(slot);
-  await mkdir(paths.stateDir, { mode: 0o700, recursive: true });
-  await mkdir(paths.trashDir, { mode: 0o700, recursive: true });
-  return withSlotLock(slot, async () => {
-    const keys = new SlotKeys(slot);
-    const existing = await readSlotState(slot).catch((error: unknown) => {
-      if (error instanceof FscryptError && error.code === 'ERR_STATE') return undefined;
-      throw error;
-    });
-    if (existing) {
-      (await keys.openProtector(source, existing.protector)).close(); // proves the source fits
-      return { root: slot, protector: existing.protector, created: false };
+  return asHookError(async () => {
+    const slot = slotRoot(root, { mounted: false });
+    const support = await probe(slot);
+    if (!support.supported) {
+      throw new FscryptError(`cannot use '${slot}' as a slot: ${support.reason}. To fix: ${support.remedy}`, { code: 'ERR_NOT_SUPPORTED', path: slot });
     }
-    // A crash between creating the protector and writing the state leaves a
-    // protector of this kind: adopt it (opening it proves the source fits)
-    // rather than making a second one. Two or more is for an admin to sort out.
-    const kind = PROTECTOR_KIND[source.kind];
-    const candidates = (await keys.listProtectors()).filter((p) => p.source === kind);
-    if (candidates.length > 1) {
-      throw new FscryptError(
-        `slot '${slot}' has no state but ${candidates.length} ${kind} protectors (${candidates.map((p) => p.descriptor).join(', ')}); remove the unused ones, then run init-slot again`,
-        { code: 'ERR_STATE', path: slot },
-      );
-    }
-    let descriptor: string;
-    if (candidates.length === 1) {
-      const open = await keys.openProtector(source, candidates[0]!.descriptor);
-      descriptor = open.descriptor;
-      open.close();
-    } else {
-      descriptor = (await keys.createProtector(source, { name: options.name ?? 'fscrypt-local' })).descriptor;
-    }
-    await writeSlotState(slot, { version: 1, protector: descriptor, nextGeneration: (await highestGeneration(slot)) + 1, volume: null });
-    return { root: slot, protector: descriptor, created: true };
+    checkMountPoint(slot);
+    const paths = slotPaths(slot);
+    await mkdir(paths.stateDir, { mode: 0o700, recursive: true });
+    await mkdir(paths.trashDir, { mode: 0o700, recursive: true });
+    await step('init-slot:dirs-created', options);
+    return withSlotLock(slot, () => initLocked(slot, source, options), lockOptions(options));
   });
+}
+
+async function initLocked(slot: string, source: KeySourceSpec, options: InitSlotOptions): Promise<SlotInfo> {
+  const keys = new SlotKeys(slot);
+  const existing = await readSlotState(slot).catch((error: unknown) => {
+    if (isFscryptError(error, 'ERR_NOT_INITIALIZED')) return undefined;
+    throw error;
+  });
+  if (existing) {
+    (await keys.openProtector(source, existing.protector)).close(); // proves the source fits
+    return { root: slot, protector: existing.protector, created: false };
+  }
+  // A crash between creating the protector and writing the state leaves a
+  // protector of this kind: adopt it (opening it proves the source fits)
+  // rather than making a second one. Two or more is for an admin to sort out.
+  const kind = PROTECTOR_KIND[source.kind];
+  const candidates = (await keys.listProtectors()).filter((p) => p.source === kind);
+  if (candidates.length > 1) {
+    throw new FscryptError(
+      `slot '${slot}' has no state but ${candidates.length} ${kind} protectors (${candidates.map((p) => p.descriptor).join(', ')}); remove the unused ones, then run init-slot again`,
+      { code: 'ERR_BAD_METADATA', path: slot },
+    );
+  }
+  let descriptor: string;
+  if (candidates.length === 1) {
+    const open = await keys.openProtector(source, candidates[0]!.descriptor);
+    descriptor = open.descriptor;
+    open.close();
+  } else {
+    descriptor = (await keys.createProtector(source, { name: options.name ?? 'fscrypt-local' })).descriptor;
+  }
+  await step('init-slot:protector-created', options);
+  await writeSlotState(slot, { version: 1, protector: descriptor, nextGeneration: (await highestGeneration(slot)) + 1, volume: null });
+  await step('init-slot:state-written', options);
+  return { root: slot, protector: descriptor, created: true };
+}
+
+function lockOptions(options: Pick<HookOptions, 'signal' | 'lockTimeoutMs'>): { timeoutMs?: number; signal?: AbortSignal } {
+  return {
+    ...(options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+  };
 }
 
 /**
@@ -90,42 +108,94 @@ async function highestGeneration(slot: string): Promise<number> {
 
 /** Opens the slot's protector with a key source: the handle prepare and unlock need. */
 export async function openSlotProtector(root: string, source: KeySourceSpec): Promise<OpenProtector> {
-  const slot = await slotRoot(root);
-  const state = await readSlotState(slot);
-  return new SlotKeys(slot).openProtector(source, state.protector);
+  return asHookError(async () => {
+    const slot = slotRoot(root);
+    const state = await readSlotState(slot);
+    return new SlotKeys(slot).openProtector(source, state.protector);
+  });
+}
+
+export interface RotateOptions extends Pick<HookOptions, 'signal' | 'lockTimeoutMs'> {
+  /** Called after each durable step of the rotation ('rotate:<step>'), as HookOptions.onStep. */
+  onStep?(step: string): void | Promise<void>;
 }
 
 /**
  * Moves the slot's protector to a new key source: P is rewrapped, no volume
  * key or data is touched. Holds the slot lock, so no hook opens the
  * protector half-way through; lib/keys makes the rotation itself crash-safe.
+ * Idempotent: when the old source no longer opens the protector but the new
+ * one does, the rotation is already done and its result is returned.
  */
-export async function rotateKeySource(root: string, oldSource: KeySourceSpec, newSource: KeySourceSpec): Promise<ProtectorInfo> {
-  const slot = await slotRoot(root);
-  return withSlotLock(slot, async () => {
-    const state = await readSlotState(slot);
-    const info = await new SlotKeys(slot).rotate(oldSource, newSource, state.protector);
-    if (info.descriptor !== state.protector) {
-      throw new FscryptError(`rotation gave protector ${info.descriptor}, but the slot's state names ${state.protector}; the slot cannot be opened until this is repaired`, {
-        code: 'ERR_STATE',
-        path: slot,
-      });
-    }
-    return info;
+export async function rotateKeySource(root: string, oldSource: KeySourceSpec, newSource: KeySourceSpec, options: RotateOptions = {}): Promise<ProtectorInfo> {
+  return asHookError(async () => {
+    const slot = slotRoot(root);
+    return withSlotLock(
+      slot,
+      async () => {
+        const state = await readSlotState(slot);
+        const keys = new SlotKeys(slot);
+        let info: ProtectorInfo;
+        setRotationStepHook(options.onStep === undefined ? undefined : async (name) => {
+          try {
+            await options.onStep!(`rotate:${name}`);
+          } catch {
+            // An observer never breaks the rotation.
+          }
+        });
+        try {
+          info = await keys.rotate(oldSource, newSource, state.protector);
+        } catch (error) {
+          if (!isFscryptError(error, 'ERR_WRONG_KEY', 'ERR_KEY_SOURCE')) throw error;
+          // Already rotated (a retry after a crash or a lost reply)?
+          const done = await keys.openProtector(newSource, state.protector).catch(() => undefined);
+          if (done === undefined) throw error;
+          done.close();
+          return (await keys.listProtectors()).find((p) => p.descriptor === state.protector)!;
+        } finally {
+          setRotationStepHook(undefined);
+        }
+        if (info.descriptor !== state.protector) {
+          throw new FscryptError(`rotation gave protector ${info.descriptor}, but the slot's state names ${state.protector}; the slot cannot be opened until this is repaired`, {
+            code: 'ERR_BAD_METADATA',
+            path: slot,
+          });
+        }
+        return info;
+      },
+      lockOptions(options),
+    );
   });
 }
 
-/** The real path of a slot root, which must be a directory (never a symlink). */
-export async function slotRoot(root: string): Promise<string> {
-  if (typeof root !== 'string' || !root.startsWith('/')) {
+/**
+ * The real path of a slot root: a directory (never a symlink) that is a
+ * mount point (DESIGN: a slot is the root of its own filesystem; the stock
+ * tool's break-glass looks for .fscrypt only there). `mounted: false` skips
+ * the mount-point check, for initSlot to probe first.
+ */
+export function slotRoot(root: string, check: { mounted?: boolean } = {}): string {
+  if (typeof root !== 'string' || !root.startsWith('/') || root.includes('\0')) {
     throw FscryptError.invalidArgument(`a slot must be an absolute path, got ${JSON.stringify(root)}`);
   }
   // Synchronous: on every hook's path, and microseconds (see durable-fs.ts).
-  const stat = lstatSync(root);
+  const stat = lstatSync(root, { throwIfNoEntry: false });
+  if (stat === undefined) throw new FscryptError(`slot '${root}' does not exist`, { code: 'ENOENT', path: root });
   if (!stat.isDirectory()) {
     throw new FscryptError(`'${root}' is not a directory (a slot root is never a symlink)`, { code: 'ERR_UNSAFE_PATH', path: root });
   }
-  return realpathSync(root);
+  const real = realpathSync(root);
+  if (check.mounted !== false) checkMountPoint(real);
+  return real;
+}
+
+function checkMountPoint(slot: string): void {
+  if (isMountPoint(slot)) return;
+  throw new FscryptError(
+    `'${slot}' is not a mount point: a slot is the root of a filesystem of its own (an unmounted disk must never become a volume). ` +
+      `To fix: mount the slot's disk at ${slot}. If its disk was unmounted while a volume was published, lock that volume's targets: the key goes with the filesystem`,
+    { code: 'ERR_NOT_MOUNTPOINT', path: slot },
+  );
 }
 
 /** True if `dir` holds a slot's state file (a regular file; never followed through a symlink). */
@@ -147,22 +217,24 @@ export function volumeOf(slot: string, state: SlotState): Volume | undefined {
  * directory vol-<n> directly inside a slot.
  */
 export async function resolveVolume(path: string): Promise<Volume> {
-  const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
-  const candidate = await realpath(absolute);
-  const candidateIsSlot = await isSlot(candidate);
-  const slot = candidateIsSlot ? candidate : dirname(candidate);
-  const state = await readSlotState(slot);
-  const volume = volumeOf(slot, state);
-  if (!candidateIsSlot) {
-    parseVolumeName(basename(candidate));
-    if (volume?.name !== basename(candidate)) {
-      throw new FscryptError(`'${candidate}' is not the current volume of slot '${slot}' (that is ${volume?.name ?? 'none'})`, { code: 'ERR_STATE', path: candidate });
+  return asHookError(async () => {
+    if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) throw FscryptError.invalidArgument(`a volume path must be a path, got ${JSON.stringify(path)}`);
+    const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
+    const candidate = await realpath(absolute);
+    // A slot is a mount point; a volume directory never is (it is a directory of the slot's filesystem).
+    const candidateIsSlot = isMountPoint(candidate) || (await isSlot(candidate));
+    if (!candidateIsSlot) parseVolumeName(basename(candidate));
+    const slot = slotRoot(candidateIsSlot ? candidate : dirname(candidate));
+    const state = await readSlotState(slot);
+    const volume = volumeOf(slot, state);
+    if (!candidateIsSlot && volume?.name !== basename(candidate)) {
+      throw new FscryptError(`'${candidate}' is not the current volume of slot '${slot}' (that is ${volume?.name ?? 'none'})`, { code: 'ERR_NOT_CURRENT', path: candidate });
     }
-  }
-  if (!volume) {
-    throw new FscryptError(`slot '${slot}' has no volume. To fix: run \`fscrypt-local prepare ${slot} --key-source ...\``, { code: 'ERR_STATE', path: slot });
-  }
-  return volume;
+    if (!volume) {
+      throw new FscryptError(`slot '${slot}' has no volume. To fix: run \`fscrypt-local prepare ${slot} --key-source ...\``, { code: 'ERR_NO_VOLUME', path: slot });
+    }
+    return volume;
+  });
 }
 
 export interface SlotStatus {
@@ -177,6 +249,8 @@ export interface SlotStatus {
     key: KeyStatus['status'];
     adminUnlocked: boolean;
     targets: { path: string; readonly: boolean; mounted: boolean }[];
+    /** What is wrong with the volume directory (missing, replaced, unencrypted); absent when it is verified. */
+    problem?: string;
   };
   /** A generation whose erase was decided but not finished (reconcile finishes it). */
   retiring: string | null;
@@ -193,7 +267,10 @@ export async function strayVolumes(slot: string, state: SlotState): Promise<stri
 }
 
 export async function slotStatus(root: string): Promise<SlotStatus> {
-  const slot = await slotRoot(root);
+  return asHookError(() => statusOf(slotRoot(root)));
+}
+
+async function statusOf(slot: string): Promise<SlotStatus> {
   const state = await readSlotState(slot);
   const v = state.volume;
   const [trash, strays] = await Promise.all([readdir(slotPaths(slot).trashDir).catch(() => []), strayVolumes(slot, state)]);
@@ -217,6 +294,8 @@ export async function slotStatus(root: string): Promise<SlotStatus> {
       adminUnlocked: v.adminUnlocked,
       targets: await Promise.all(v.targets.map(async (t) => ({ ...t, mounted: await isBindOf(t.path, path, { readonly: t.readonly }) }))),
     };
+    const problem = v.phase === 'ready' ? await volumeDirectoryProblem({ path, identifier: v.identifier }) : undefined;
+    if (problem !== undefined) status.volume.problem = problem;
   }
   return status;
 }

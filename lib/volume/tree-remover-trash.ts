@@ -41,7 +41,7 @@ export class TrashCollector {
 
   /** Queues a tree (an absolute path) for deletion; a tree already queued or running is not queued twice. */
   add(tree: string): void {
-    if (this.closed) throw new FscryptError('the trash collector is closed', { code: 'ERR_STATE' });
+    if (this.closed) throw new FscryptError('the trash collector is closed', { code: 'ERR_CLOSED' });
     if (!tree.startsWith('/')) throw FscryptError.invalidArgument(`tree must be an absolute path, got ${JSON.stringify(tree)}`);
     const path = resolve(tree);
     if (this.current?.tree === path || this.queue.includes(path)) return;

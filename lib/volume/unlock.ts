@@ -1,8 +1,16 @@
-// unlock: put a volume's key in the kernel, and optionally bind-mount the
-// volume at a target (kubelet's NodePublishVolume). Targets are counted in
-// the slot state, so lock knows when the last one goes.
-import { lstat, mkdir } from 'node:fs/promises';
-import { defaultPolicy, FscryptError, getPolicy, samePolicy } from '../kernel/index.js';
+// unlock: put a volume's key in the kernel and bind-mount the volume at a
+// target (kubelet's NodePublishVolume); adminUnlock: put the key in without
+// a target, for an admin. Targets are counted in the slot state, so lock
+// knows when the last one goes.
+//
+// What is about to happen is recorded before the key goes in (a target, or
+// the admin unlock), so a key in the kernel is always accounted for by the
+// persisted state: a crash at any point leaves reconcile a record saying
+// whether the key is ours to remove (DESIGN invariant 2), and a key no
+// record accounts for (a break-glass `fscrypt unlock`) is left alone.
+import { mkdirSync, realpathSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { FscryptError, isWithin } from '../kernel/index.js';
 import { wipe, type OpenProtector } from '../keys/index.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
 import { currentRecord, stillPublished } from './current-volume.js';
@@ -10,6 +18,7 @@ import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.j
 import { bindMount, isBindOf, mountAt } from './mounts.js';
 import { withVolumeLock } from './hook-lock.js';
 import { readSlotState, writeSlotState, type SlotState, type TargetRecord, type VolumeRecord } from './slot-state.js';
+import { verifyVolumeDirectory } from './verify.js';
 
 export interface TargetOptions {
   /** Absolute path to bind-mount the volume at; created if missing (its parent must exist). */
@@ -23,52 +32,114 @@ export interface UnlockResult {
 }
 
 /**
- * Adds the volume's key and, with a target, bind-mounts the volume there.
- * Idempotent per target. Without a target this is an explicit admin unlock,
- * which lock and reconcile leave alone until an explicit lock.
+ * Adds the volume's key and bind-mounts the volume at `target`. Idempotent
+ * per target: the same target with the same readonly setting is success; with
+ * the other setting, ERR_FOREIGN_MOUNT.
  */
-export async function unlock(volume: Volume, protector: OpenProtector, target?: TargetOptions, options: HookOptions = {}): Promise<UnlockResult> {
-  if (target !== undefined && (typeof target.path !== 'string' || !target.path.startsWith('/'))) {
-    throw FscryptError.invalidArgument(`the target must be an absolute path, got ${JSON.stringify(target.path)}`);
+export async function unlock(volume: Volume, protector: OpenProtector, target: TargetOptions, options: HookOptions = {}): Promise<UnlockResult> {
+  if (typeof target !== 'object' || target === null || typeof target.path !== 'string' || !target.path.startsWith('/') || target.path.includes('\0')) {
+    throw FscryptError.invalidArgument(
+      `unlock needs a target { path: '/absolute/path' }, got ${JSON.stringify(target)}; to unlock without a target (an admin unlock), call adminUnlock`,
+    );
   }
-  const wanted = target === undefined ? undefined : { path: target.path, readonly: target.readonly === true };
+  if (target.readonly !== undefined && typeof target.readonly !== 'boolean') throw FscryptError.invalidArgument('target.readonly must be a boolean');
+  const wanted: TargetRecord = { path: target.path, readonly: target.readonly === true };
   return withVolumeLock(volume, options, async () => {
     const state = await readSlotState(volume.slot);
     const record = await currentRecord(state, volume, 'unlock');
-    await verifyVolumeDirectory(volume);
-    // A target that holds something else fails before any key is added.
-    const alreadyPublished = wanted !== undefined && (await isBindOf(wanted.path, volume.path, { readonly: wanted.readonly }));
-    if (wanted !== undefined && !alreadyPublished) await refuseForeignMount(wanted.path, record);
+    await verifyVolumeDirectory(volume, 'unlock');
+    refuseTargetInSlot(volume, wanted.path);
+    // A target that holds something else fails before anything changes.
+    const alreadyPublished = await isBindOf(wanted.path, volume.path, { readonly: wanted.readonly });
+    if (!alreadyPublished) await refuseForeignMount(wanted.path, record);
 
-    const key = await protector.unwrapPolicyKey(volume.identifier);
-    try {
-      await addVolumeKey(volume.slot, key, volume.identifier);
-    } finally {
-      wipe(key);
+    const known = record.targets.find((t) => t.path === wanted.path);
+    if (known?.readonly !== wanted.readonly) {
+      if (known) known.readonly = wanted.readonly;
+      else record.targets.push(wanted);
+      await writeSlotState(volume.slot, state);
+      await step('unlock:target-recorded', options);
     }
-    await step('unlock', 'key-added', options);
-
     try {
-      if (wanted === undefined) {
-        record.adminUnlocked = true;
-        await writeSlotState(volume.slot, state);
-      } else if (alreadyPublished) {
-        if (!record.targets.some((t) => t.path === wanted.path)) {
-          record.targets.push(wanted);
-          await writeSlotState(volume.slot, state);
-        }
-      } else {
-        await publish(volume, state, record, wanted, options);
+      await addKey(volume, protector);
+      await step('unlock:key-added', options);
+      if (!alreadyPublished) {
+        mkdirTarget(wanted.path);
+        await bindMount(volume.path, wanted.path, { readonly: wanted.readonly });
+        await step('unlock:mounted', options);
       }
     } catch (error) {
-      // The key goes back out unless something still uses it (invariant 2).
-      if (!record.adminUnlocked && (await stillPublished(volume, record.targets).catch(() => [])).length === 0) {
-        await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'unlock', options)).catch(() => undefined);
+      await rollBackTarget(volume, state, record, wanted.path, options).catch(() => undefined);
+      throw error;
+    }
+    return { targets: record.targets.length };
+  });
+}
+
+/**
+ * Adds the volume's key with no target: an explicit admin unlock, which lock
+ * and reconcile leave alone until an explicit adminLock.
+ */
+export async function adminUnlock(volume: Volume, protector: OpenProtector, options: HookOptions = {}): Promise<UnlockResult> {
+  return withVolumeLock(volume, options, async () => {
+    const state = await readSlotState(volume.slot);
+    const record = await currentRecord(state, volume, 'unlock');
+    await verifyVolumeDirectory(volume, 'unlock');
+    const recorded = !record.adminUnlocked;
+    if (recorded) {
+      record.adminUnlocked = true;
+      await writeSlotState(volume.slot, state);
+      await step('admin-unlock:recorded', options);
+    }
+    try {
+      await addKey(volume, protector);
+      await step('admin-unlock:key-added', options);
+    } catch (error) {
+      if (recorded) {
+        record.adminUnlocked = false;
+        await writeSlotState(volume.slot, state).catch(() => undefined);
       }
       throw error;
     }
     return { targets: record.targets.length };
   });
+}
+
+async function addKey(volume: Volume, protector: OpenProtector): Promise<void> {
+  const key = await protector.unwrapPolicyKey(volume.identifier);
+  try {
+    await addVolumeKey(volume.slot, key, volume.identifier);
+  } finally {
+    wipe(key);
+  }
+}
+
+/**
+ * A publish that failed: forget the target unless it is mounted after all,
+ * and take the key back out unless something still uses it, following what
+ * the state says. If this fails too, reconcile does it from the same record.
+ */
+async function rollBackTarget(volume: Volume, state: SlotState, record: VolumeRecord, target: string, options: HookOptions): Promise<void> {
+  const published = await stillPublished(volume, record.targets);
+  if (!published.some((t) => t.path === target)) {
+    if (published.length === 0 && !record.adminUnlocked) await removeVolumeKey(volume.slot, volume.identifier, removalOptions(volume.path, 'unlock', options));
+    record.targets = record.targets.filter((t) => t.path !== target);
+    await writeSlotState(volume.slot, state);
+  }
+}
+
+/** A target inside the slot (the volume itself, the trash, the metadata) would expose or loop the slot. */
+function refuseTargetInSlot(volume: Volume, target: string): void {
+  let parent: string;
+  try {
+    parent = realpathSync(dirname(target));
+  } catch {
+    return; // no parent: the mount fails with its own message
+  }
+  const resolved = `${parent}/${target.slice(target.lastIndexOf('/') + 1)}`;
+  if (isWithin(resolved, volume.slot)) {
+    throw FscryptError.invalidArgument(`the target '${target}' lies inside the slot '${volume.slot}'; publish the volume outside its slot`, target);
+  }
 }
 
 async function refuseForeignMount(target: string, record: VolumeRecord): Promise<void> {
@@ -77,49 +148,15 @@ async function refuseForeignMount(target: string, record: VolumeRecord): Promise
   const known = record.targets.find((t) => t.path === target);
   throw new FscryptError(
     `'${target}' already has a different mount (${mounted.source} ${mounted.root}${known ? `, or this volume with readonly=${known.readonly}` : ''}); unmount it first`,
-    { code: 'EEXIST', path: target },
+    { code: 'ERR_FOREIGN_MOUNT', path: target },
   );
 }
 
-/** Records the target, then bind-mounts the volume there; a failed mount forgets the target again. */
-async function publish(volume: Volume, state: SlotState, record: VolumeRecord, target: TargetRecord, options: HookOptions): Promise<void> {
-  // Record the target before mounting, so a crash in between is seen by reconcile.
-  const known = record.targets.find((t) => t.path === target.path);
-  if (!known) record.targets.push(target);
-  else known.readonly = target.readonly;
-  await writeSlotState(volume.slot, state);
-  await step('unlock', 'target-recorded', options);
+/** Creates the target directory (CSI: the plugin creates it; its parent exists). */
+function mkdirTarget(target: string): void {
   try {
-    await mkdir(target.path, { mode: 0o750 }).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST') throw error;
-    });
-    await bindMount(volume.path, target.path, { readonly: target.readonly });
+    mkdirSync(target, { mode: 0o750 });
   } catch (error) {
-    record.targets = record.targets.filter((t) => t.path !== target.path);
-    await writeSlotState(volume.slot, state);
-    throw error;
-  }
-  await step('unlock', 'mounted', options);
-}
-
-/**
- * Refuses to hand out a directory that is not exactly the encrypted volume
- * the metadata describes (a missing mount or a replaced directory would
- * otherwise give a pod plaintext storage).
- */
-async function verifyVolumeDirectory(volume: Volume): Promise<void> {
-  const stat = await lstat(volume.path).catch(() => undefined);
-  if (!stat?.isDirectory()) {
-    throw new FscryptError(`refusing to unlock ${volume.path}: it is ${stat ? 'not a directory (a symlink?)' : 'missing'}. Is the slot's disk mounted?`, {
-      code: 'ERR_UNSAFE_PATH',
-      path: volume.path,
-    });
-  }
-  const policy = await getPolicy(volume.path);
-  if (policy === null || !samePolicy(policy, defaultPolicy(volume.identifier))) {
-    throw new FscryptError(`refusing to unlock ${volume.path}: its encryption policy is ${policy === null ? 'missing' : 'not the one the metadata records'}`, {
-      code: 'ERR_UNSAFE_PATH',
-      path: volume.path,
-    });
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
 }

@@ -1,7 +1,8 @@
 // lock PATH: remove a volume's key from the kernel for all users (after
 // unmounting a target, with --target), waiting for busy files.
 import type { Command } from 'commander';
-import { lock, resolveVolume } from '../../volume/index.js';
+import { adminLock, lock, resolveVolume } from '../../volume/index.js';
+import { UsageError } from '../exit-codes.js';
 import { absolutePath, action, secondsOption, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 
 interface LockOptions extends CommonOptions {
@@ -26,7 +27,7 @@ export function registerLock(program: Command, state: RunState): void {
   withCommonOptions(command);
   withHelp(command, {
     details:
-      "JSON result: { ok, path, locked, targets, reason? } (locked: the key is absent; reason, when it is not: 'targets-remain' or 'admin-unlocked').",
+      "JSON result: { ok, path, locked, targets, reason?, warning? } (locked: the key is absent; reason, when it is not: 'targets-remain' or 'admin-unlocked'; warning: done, but the slot needs an admin, e.g. its state could not be recorded on a read-only filesystem).",
     examples: [
       'fscrypt-local lock /mnt/disks/ssd0',
       'fscrypt-local lock /mnt/disks/ssd0/vol-3 --target /mnt/inspect',
@@ -37,11 +38,11 @@ export function registerLock(program: Command, state: RunState): void {
     action(state, 'lock', async ({ output, progress }, options: LockOptions, path: string) => {
       const busyTimeoutMs = secondsOption(options.busyTimeout, '--busy-timeout');
       const volume = await resolveVolume(absolutePath(path));
-      const result = await lock(volume, options.target === undefined ? undefined : absolutePath(options.target), {
-        force: options.force === true,
-        onProgress: progress.hook,
-        ...(busyTimeoutMs === undefined ? {} : { busyTimeoutMs }),
-      });
+      if (options.force === true && options.target !== undefined) throw new UsageError('--force unmounts every target; with --target only that one is unmounted: give one of them');
+      const hookOptions = { onProgress: progress.hook, ...(busyTimeoutMs === undefined ? {} : { busyTimeoutMs }) };
+      const result =
+        options.target === undefined ? await adminLock(volume, { ...hookOptions, force: options.force === true }) : await lock(volume, absolutePath(options.target), hookOptions);
+      if (result.warning !== undefined) output.warn(result.warning);
       const human = result.locked
         ? `locked ${volume.path}: its key is absent from the kernel`
         : result.reason === 'admin-unlocked'

@@ -68,7 +68,7 @@ async function slotsAt(path: string): Promise<string[]> {
     if (found.length > 0) return found;
   }
   throw new FscryptError(`'${path}' is not a slot, a volume directory, or a directory holding slots. To make it a slot: \`fscrypt-local init-slot ${path} --key-source ...\``, {
-    code: 'ERR_STATE',
+    code: 'ERR_NOT_INITIALIZED',
     path,
   });
 }

@@ -2,7 +2,7 @@
 // optionally bind-mount the volume at a target (break-glass access, or
 // what kubelet's NodePublishVolume does through the agent).
 import type { Command } from 'commander';
-import { openSlotProtector, resolveVolume, unlock } from '../../volume/index.js';
+import { adminUnlock, openSlotProtector, resolveVolume, unlock } from '../../volume/index.js';
 import { UsageError } from '../exit-codes.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { KEY_SOURCE_HELP, keySourceArg } from '../key-source-arg.js';
@@ -42,7 +42,8 @@ export function registerUnlock(program: Command, state: RunState): void {
       const protector = await openSlotProtector(volume.slot, source);
       try {
         const target = options.target === undefined ? undefined : { path: absolutePath(options.target), readonly: options.readonly === true };
-        const result = await unlock(volume, protector, target, { onProgress: progress.hook });
+        const hookOptions = { onProgress: progress.hook };
+        const result = target === undefined ? await adminUnlock(volume, protector, hookOptions) : await unlock(volume, protector, target, hookOptions);
         output.result(
           { path: volume.path, identifier: volume.identifier, targets: result.targets },
           target === undefined

@@ -2,12 +2,13 @@
 // unlock, write/read, lock, erase on the real kernel, checking after each
 // step what must be true on disk and in the kernel. Stops at the first
 // failed step; the caller reports the rest as not run.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getKeyStatus, getPolicy, removeKey } from '../../kernel/index.js';
 import { slotLayout, wipe, type OpenProtector } from '../../keys/index.js';
-import { erase, initSlot, lock, openSlotProtector, prepare, slotStatus, unlock, type Volume } from '../../volume/index.js';
+import { adminLock, adminUnlock, erase, initSlot, openSlotProtector, prepare, slotStatus, type Volume } from '../../volume/index.js';
 import type { Progress } from '../progress.js';
 import { commandTrash, finishTrash } from '../trash-wait.js';
 import { CheckFailure, type Checklist, type CheckOutcome } from './checklist.js';
@@ -118,8 +119,14 @@ async function keyStatus(c: Context): Promise<string> {
 async function initStep(c: Context): Promise<CheckOutcome> {
   let slot = c.site.base;
   if (c.site.mode === 'pool') {
-    slot = await mkdtemp(join(c.site.base, '.fscrypt-local-smoke-'));
-    c.cleanup.push(`remove the temporary slot ${slot}`, () => rm(slot, { recursive: true, force: true }));
+    const dir = await mkdtemp(join(c.site.base, '.fscrypt-local-smoke-'));
+    c.cleanup.push(`remove the temporary slot ${dir}`, () => rm(dir, { recursive: true, force: true }));
+    // A slot is a mount point: the temporary one is a bind mount of itself.
+    execFileSync('mount', ['--bind', dir, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    c.cleanup.push(`unmount the temporary slot ${dir}`, () => {
+      execFileSync('umount', [dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    });
+    slot = dir;
   }
   c.slot = slot;
   const kek = await makeKekFile(c.site.workdir, c.cleanup);
@@ -150,7 +157,7 @@ async function prepareStep(c: Context): Promise<CheckOutcome> {
 
 async function unlockStep(c: Context): Promise<CheckOutcome> {
   const volume = need(c.volume, 'volume');
-  await unlock(volume, need(c.protector, 'protector'), undefined, { onProgress: c.progress.hook });
+  await adminUnlock(volume, need(c.protector, 'protector'), { onProgress: c.progress.hook });
   const status = await keyStatus(c);
   if (status !== 'present') throw new CheckFailure(`after unlock the key is ${status}, not present`);
   return `key ${volume.identifier} added to the filesystem keyring`;
@@ -181,7 +188,7 @@ async function writeReadStep(c: Context): Promise<CheckOutcome> {
 
 async function lockStep(c: Context): Promise<CheckOutcome> {
   const volume = need(c.volume, 'volume');
-  const result = await lock(volume, undefined, { onProgress: c.progress.hook });
+  const result = await adminLock(volume, { onProgress: c.progress.hook });
   if (!result.locked) throw new CheckFailure(`lock left the key in the kernel (${result.reason ?? 'no reason given'})`);
   const status = await keyStatus(c);
   if (status !== 'absent') throw new CheckFailure(`after lock the key is ${status}, not absent`);
@@ -246,11 +253,11 @@ async function ciphertextStep(c: Context): Promise<CheckOutcome> {
 
 async function unlockAgainStep(c: Context): Promise<CheckOutcome> {
   const volume = need(c.volume, 'volume');
-  await unlock(volume, need(c.protector, 'protector'), undefined, { onProgress: c.progress.hook });
+  await adminUnlock(volume, need(c.protector, 'protector'), { onProgress: c.progress.hook });
   const back = await readFile(join(volume.path, c.markerName));
   if (!back.equals(repeated(c.markerUnit, MARKER_SIZE))) throw new CheckFailure('after unlocking again, the marker reads back different bytes');
   // Released, as a volume is when its last pod is gone: erase refuses an unlocked one.
-  const locked = await lock(volume, undefined, { onProgress: c.progress.hook });
+  const locked = await adminLock(volume, { onProgress: c.progress.hook });
   if (!locked.locked) throw new CheckFailure(`locking again left the key in the kernel (${locked.reason ?? 'no reason given'})`);
   return 'unlocked again with the same KEK; the marker reads back intact; locked again (released)';
 }

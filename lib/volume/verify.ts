@@ -1,0 +1,29 @@
+// Is the volume directory exactly the encrypted volume the metadata
+// describes? Asked every time a volume is handed out (prepare's answer,
+// unlock) and shown by status and reconcile: a deleted, replaced or
+// unencrypted directory must never pass for a volume (DESIGN invariant 1),
+// or a pod would get plaintext storage.
+import { lstatSync } from 'node:fs';
+import { defaultPolicy, FscryptError, getPolicy, samePolicy } from '../kernel/index.js';
+import type { Volume } from './hook-options.js';
+
+/** What is wrong with the volume directory, or undefined if it is the verified volume. */
+export async function volumeDirectoryProblem(volume: Pick<Volume, 'path' | 'identifier'>): Promise<string | undefined> {
+  const stat = lstatSync(volume.path, { throwIfNoEntry: false });
+  if (stat === undefined) return 'it is missing';
+  if (!stat.isDirectory()) return 'it is not a directory (a symlink?)';
+  const policy = await getPolicy(volume.path);
+  if (policy === null) return 'it is not encrypted (its encryption policy is missing)';
+  if (!samePolicy(policy, defaultPolicy(volume.identifier))) return 'its encryption policy is not the one the metadata records';
+  return undefined;
+}
+
+/** Throws ERR_UNSAFE_PATH unless the volume directory is the verified volume. */
+export async function verifyVolumeDirectory(volume: Pick<Volume, 'path' | 'identifier'>, what: string): Promise<void> {
+  const problem = await volumeDirectoryProblem(volume);
+  if (problem === undefined) return;
+  throw new FscryptError(`refusing to ${what} ${volume.path}: ${problem}. Is the slot's disk mounted? Run \`fscrypt-local status\` on the slot`, {
+    code: 'ERR_UNSAFE_PATH',
+    path: volume.path,
+  });
+}
