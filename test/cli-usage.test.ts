@@ -35,7 +35,7 @@ t.test('the top-level help lists every command and the whole exit-code table', a
   const result = cli(['--help']);
   t.equal(result.code, 0);
   for (const command of COMMANDS) t.match(result.stdout, new RegExp(`^  ${command}\\b`, 'm'), `lists ${command}`);
-  for (const code of [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]) t.match(result.stdout, new RegExp(`^  ${code} +\\S`, 'm'), `documents exit code ${code}`);
+  for (const code of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130]) t.match(result.stdout, new RegExp(`^  ${code} +\\S`, 'm'), `documents exit code ${code}`);
 });
 
 t.test('--version prints the package version', async (t) => {

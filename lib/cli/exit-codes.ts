@@ -1,6 +1,7 @@
 // What the fscrypt-local command exits with, and which failure maps to which
 // code. This is the one place error codes (FscryptError's, Node's errno
 // names, commander's) become exit codes, so scripts can branch on them.
+import type { FscryptLocalCode } from '../kernel/index.js';
 
 /** Exit codes, documented in `fscrypt-local --help` and docs/cli.md. */
 export const EXIT = {
@@ -37,31 +38,41 @@ export class UsageError extends Error {
 }
 Object.defineProperty(UsageError.prototype, 'name', { value: 'UsageError' });
 
-// Every code of FscryptLocalCode (docs/errors.md), and the errnos a command
-// can meet; anything else is FAILED.
+// The one table from error codes to exit codes (docs/errors.md). Every code
+// of this project must have a row (the type says so); errnos a command can
+// meet follow; anything else is FAILED.
+export const EXIT_FOR_CODE = {
+  ERR_INVALID_ARG: EXIT.USAGE,
+  ERR_PUBLISHED: EXIT.BUSY,
+  ERR_FILES_BUSY: EXIT.BUSY,
+  ERR_SLOT_LOCKED: EXIT.BUSY,
+  ERR_WRONG_KEY: EXIT.WRONG_KEY,
+  ERR_KEY_SOURCE: EXIT.KEY_SOURCE,
+  ERR_NOT_SUPPORTED: EXIT.NOT_SUPPORTED,
+  ERR_NOT_INITIALIZED: EXIT.STATE,
+  ERR_NOT_MOUNTPOINT: EXIT.STATE,
+  ERR_NO_VOLUME: EXIT.STATE,
+  ERR_NOT_CURRENT: EXIT.STATE,
+  ERR_INTERRUPTED: EXIT.STATE,
+  ERR_BAD_METADATA: EXIT.UNSAFE,
+  ERR_UNSAFE_PATH: EXIT.UNSAFE,
+  ERR_FOREIGN_MOUNT: EXIT.UNSAFE,
+  ERR_FOREIGN_ENTRY: EXIT.UNSAFE,
+  ERR_ABORTED: EXIT.FAILED,
+  ERR_MOUNT_FAILED: EXIT.FAILED,
+  ERR_MOUNT_TABLE: EXIT.FAILED,
+  ERR_CLEANUP: EXIT.FAILED,
+  ERR_CLOSED: EXIT.FAILED,
+} as const satisfies Record<FscryptLocalCode, ExitCode>;
+
 const BY_CODE: ReadonlyMap<string, ExitCode> = new Map<string, ExitCode>([
+  ...Object.entries(EXIT_FOR_CODE),
   ['ERR_USAGE', EXIT.USAGE],
-  ['ERR_INVALID_ARG', EXIT.USAGE],
-  ['ERR_PUBLISHED', EXIT.BUSY],
-  ['ERR_FILES_BUSY', EXIT.BUSY],
-  ['ERR_SLOT_LOCKED', EXIT.BUSY],
   ['EBUSY', EXIT.BUSY],
-  ['ERR_WRONG_KEY', EXIT.WRONG_KEY],
-  ['ERR_KEY_SOURCE', EXIT.KEY_SOURCE],
-  ['ERR_NOT_SUPPORTED', EXIT.NOT_SUPPORTED],
   ['EOPNOTSUPP', EXIT.NOT_SUPPORTED],
   ['ENOTTY', EXIT.NOT_SUPPORTED],
-  ['ERR_NOT_INITIALIZED', EXIT.STATE],
-  ['ERR_NOT_MOUNTPOINT', EXIT.STATE],
-  ['ERR_NO_VOLUME', EXIT.STATE],
-  ['ERR_NOT_CURRENT', EXIT.STATE],
-  ['ERR_INTERRUPTED', EXIT.STATE],
   ['ENOENT', EXIT.STATE],
   ['ENOTDIR', EXIT.STATE],
-  ['ERR_BAD_METADATA', EXIT.UNSAFE],
-  ['ERR_UNSAFE_PATH', EXIT.UNSAFE],
-  ['ERR_FOREIGN_MOUNT', EXIT.UNSAFE],
-  ['ERR_FOREIGN_ENTRY', EXIT.UNSAFE],
   ['ELOOP', EXIT.UNSAFE],
   ['EROFS', EXIT.DISK],
   ['EIO', EXIT.DISK],
