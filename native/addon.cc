@@ -35,6 +35,14 @@
 
 #include "fscrypt_uapi.h"
 
+// lib/volume opens names with O_PATH (no ENOKEY on a locked file, no blocking
+// on a FIFO), and its value differs between architectures, so the addon
+// exports the C library's value instead of lib hard-coding one. Without it
+// (Linux < 2.6.39 headers) that code cannot work: fail the build, not a call.
+#ifndef O_PATH
+#error "fscrypt-local needs O_PATH from <fcntl.h> (Linux 2.6.39 or later, glibc 2.14 or later)"
+#endif
+
 namespace {
 
 namespace uapi = fscrypt_uapi;
@@ -460,8 +468,19 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Flags lib needs that Node's fs.constants lacks, with this platform's values.
+Napi::Object Constants(Napi::Env env) {
+  Napi::Object constants = Napi::Object::New(env);
+  constants.Set("O_PATH", Napi::Number::New(env, O_PATH));
+  constants.Set("LOCK_EX", Napi::Number::New(env, LOCK_EX));
+  constants.Set("LOCK_NB", Napi::Number::New(env, LOCK_NB));
+  constants.Freeze();
+  return constants;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
+  exports.Set("constants", Constants(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("setPolicy", Napi::Function::New(env, Start<SetPolicyWorker>));
   exports.Set("getPolicy", Napi::Function::New(env, Start<GetPolicyWorker>));

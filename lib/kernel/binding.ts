@@ -32,7 +32,15 @@ export interface RawProbe {
 /** Key specifier type then bytes; identifier bytes omitted when the kernel fills them. */
 export type RawKeySpec = [type: number, bytes: Uint8Array | undefined];
 
+/** Constants of this platform that Node's fs.constants lacks, from the C library's headers. */
+export interface NativeConstants {
+  readonly O_PATH: number;
+  readonly LOCK_EX: number;
+  readonly LOCK_NB: number;
+}
+
 export interface NativeBinding {
+  readonly constants: NativeConstants;
   setErrorClass(errorClass: typeof FscryptError): void;
   setPolicy(
     dir: string,
