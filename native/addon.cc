@@ -8,7 +8,9 @@
 // Failures reject with an instance of the FscryptError class that the JS side
 // registers through setErrorClass() (the better-sqlite3 pattern), constructed
 // as `new FscryptError(undefined, { errno, syscall, ioctl, path })` so the
-// message and code are composed in one place, in TypeScript.
+// message and code are composed in one place, in TypeScript. Every promise
+// settles: if building that error or a result throws, the promise rejects
+// with what was thrown.
 //
 // One synchronous exception: flock(LOCK_NB) for the slot lock, which never
 // blocks and so needs no worker. Node has no flock, and a lock the kernel
@@ -29,6 +31,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include <napi.h>
@@ -183,20 +186,76 @@ class FscryptWorker : public Napi::AsyncWorker {
     close(fd);
   }
 
+  // Settles the promise in every case. Building the value runs JS: the
+  // registered error class's constructor, and property sets that reach
+  // setters on Object.prototype. If that throws, node-addon-api turns the
+  // exception into a C++ Napi::Error; escaping OnOK it would become an
+  // uncaught exception and the promise would stay pending forever. So the
+  // exception (or, failing that, a fallback error) becomes the rejection,
+  // as better-sqlite3 does with its pending exceptions.
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    if (errno_ != 0) {
-      deferred_.Reject(MakeSystemError(
-          env, errno_, syscall_,
-          std::strcmp(syscall_, "ioctl") == 0 ? ioctl_name_ : nullptr, path_));
+    bool resolve = errno_ == 0;
+    Napi::Value value;
+    try {
+      value = resolve ? Result(env)
+                      : MakeSystemError(env, errno_, syscall_,
+                                        std::strcmp(syscall_, "ioctl") == 0
+                                            ? ioctl_name_
+                                            : nullptr,
+                                        path_);
+    } catch (const Napi::Error& thrown) {
+      resolve = false;
+      value = thrown.Value();  // what JS threw, primitives included
+    } catch (const std::exception&) {
+      resolve = false;  // e.g. std::bad_alloc building a message
+    }
+    Settle(env, resolve, value);
+  }
+
+  // Only reached when Execute() threw a C++ exception (node-addon-api calls
+  // SetError with its what()); guarded like OnOK.
+  void OnError(const Napi::Error& error) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Value value;
+    try {
+      value = error.Value();
+    } catch (const Napi::Error& thrown) {
+      value = thrown.Value();
+    }
+    Settle(env, false, value);
+  }
+
+  void Settle(Napi::Env env, bool resolve, Napi::Value value) {
+    // An exception left pending without a C++ throw is still a failure, and
+    // would otherwise be reported as uncaught after this callback returns.
+    if (env.IsExceptionPending()) {
+      Napi::Error pending = env.GetAndClearPendingException();
+      if (resolve || value.IsEmpty()) value = pending.Value();
+      resolve = false;
+    }
+    if (value.IsEmpty()) {
+      resolve = false;
+      value = FallbackError(env);
+    }
+    if (resolve) {
+      deferred_.Resolve(value);
     } else {
-      deferred_.Resolve(Result(env));
+      deferred_.Reject(value);
     }
   }
 
-  void OnError(const Napi::Error& error) override {
-    deferred_.Reject(error.Value());
+  // A plain Error with the facts, built without running any user JS.
+  Napi::Value FallbackError(Napi::Env env) {
+    std::string message = "fscrypt-local: building the result of ";
+    message += ioctl_name_;
+    message += " on '" + path_ + "' failed";
+    if (errno_ != 0) {
+      message += std::string(" (") + syscall_ + ": " + std::strerror(errno_) + ")";
+    }
+    return Napi::Error::New(env, message).Value();
   }
 
   Napi::Promise::Deferred deferred_;
