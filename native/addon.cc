@@ -3,7 +3,11 @@
 // Every exported function copies its arguments on the JS thread, issues one
 // open() + ioctl() on the libuv thread pool (AsyncWorker), and settles a
 // promise. There are no policy decisions and no file formats here: the typed
-// layer in lib/kernel validates input, names modes and explains errors.
+// layer in lib/kernel validates input, names modes and explains errors. The
+// addon still checks what it converts (types, each number against the range
+// of the kernel field it fills, NUL bytes in paths) and throws a TypeError or
+// RangeError naming the argument, because a silently narrowed value would be
+// a different request to the kernel, and the addon cannot assume its caller.
 //
 // Failures reject with an instance of the FscryptError class that the JS side
 // registers through setErrorClass() (the better-sqlite3 pattern), constructed
@@ -29,10 +33,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <string>
+#include <type_traits>
 
 #include <napi.h>
 
@@ -98,8 +105,12 @@ std::size_t CopyBytes(const Napi::Value& value, std::size_t min,
   Napi::Uint8Array bytes = value.As<Napi::Uint8Array>();
   std::size_t size = bytes.ByteLength();
   if (size < min || size > max) {
-    throw Napi::RangeError::New(value.Env(),
-                                std::string(what) + " has a bad length");
+    std::string expected = min == max ? std::to_string(min)
+                                      : std::to_string(min) + " to " +
+                                            std::to_string(max);
+    throw Napi::RangeError::New(value.Env(), std::string(what) + " must be " +
+                                                 expected + " bytes, got " +
+                                                 std::to_string(size));
   }
   std::memcpy(out, bytes.Data(), size);
   return size;
@@ -109,16 +120,51 @@ std::string PathArg(const Napi::CallbackInfo& info, std::size_t index) {
   if (info.Length() <= index || !info[index].IsString()) {
     throw Napi::TypeError::New(info.Env(), "path must be a string");
   }
-  return info[index].As<Napi::String>().Utf8Value();
+  std::string path = info[index].As<Napi::String>().Utf8Value();
+  // open() would stop at the NUL and open a different (shorter) path.
+  if (path.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(info.Env(), "path must not contain a NUL byte");
+  }
+  return path;
 }
 
-uint32_t Uint32Arg(const Napi::CallbackInfo& info, std::size_t index,
-                   const char* what) {
+// An integer argument in [min, max]. JS numbers are doubles and the kernel's
+// fields are u8 or u32: Napi's Uint32Value() would wrap silently (257 becomes
+// mode 1, 2**32 + 2 becomes version 2, -1 becomes 0xffffffff, 1.5 becomes 1)
+// and send the kernel a request the caller never made. lib/kernel validates
+// first; the addon does not rely on it.
+int64_t IntegerArg(const Napi::CallbackInfo& info, std::size_t index,
+                   const char* what, int64_t min, int64_t max) {
   if (info.Length() <= index || !info[index].IsNumber()) {
     throw Napi::TypeError::New(info.Env(), std::string(what) +
                                                " must be a number");
   }
-  return info[index].As<Napi::Number>().Uint32Value();
+  const double value = info[index].As<Napi::Number>().DoubleValue();
+  // NaN fails both comparisons; trunc() catches fractions.
+  if (!(value >= static_cast<double>(min) &&
+        value <= static_cast<double>(max)) ||
+      std::trunc(value) != value) {
+    throw Napi::RangeError::New(
+        info.Env(), std::string(what) + " must be an integer from " +
+                        std::to_string(min) + " to " + std::to_string(max) +
+                        ", got " + info[index].ToString().Utf8Value());
+  }
+  return static_cast<int64_t>(value);
+}
+
+// A u8 field of a policy.
+uint8_t ByteArg(const Napi::CallbackInfo& info, std::size_t index,
+                const char* what) {
+  return static_cast<uint8_t>(IntegerArg(info, index, what, 0, UINT8_MAX));
+}
+
+bool BoolArg(const Napi::CallbackInfo& info, std::size_t index,
+             const char* what) {
+  if (info.Length() <= index || !info[index].IsBoolean()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) +
+                                               " must be a boolean");
+  }
+  return info[index].As<Napi::Boolean>().Value();
 }
 
 // Fills a key specifier from (type, bytes). For an identifier that the kernel
@@ -126,7 +172,8 @@ uint32_t Uint32Arg(const Napi::CallbackInfo& info, std::size_t index,
 void FillKeySpecifier(const Napi::CallbackInfo& info, std::size_t type_index,
                       uapi::KeySpecifier* spec) {
   std::memset(spec, 0, sizeof(*spec));
-  spec->type = Uint32Arg(info, type_index, "key specifier type");
+  spec->type = static_cast<uint32_t>(
+      IntegerArg(info, type_index, "key specifier type", 0, UINT32_MAX));
   Napi::Value bytes = info[type_index + 1];
   if (spec->type == uapi::kSpecTypeDescriptor) {
     CopyBytes(bytes, uapi::kDescriptorSize, uapi::kDescriptorSize,
@@ -137,7 +184,9 @@ void FillKeySpecifier(const Napi::CallbackInfo& info, std::size_t type_index,
                 spec->u.identifier, "key identifier");
     }
   } else {
-    throw Napi::RangeError::New(info.Env(), "unknown key specifier type");
+    throw Napi::RangeError::New(
+        info.Env(), "key specifier type must be 1 (descriptor) or 2 "
+                    "(identifier), got " + std::to_string(spec->type));
   }
 }
 
@@ -275,10 +324,10 @@ class SetPolicyWorker : public FscryptWorker {
       : FscryptWorker(info.Env(), PathArg(info, 0),
                       "FS_IOC_SET_ENCRYPTION_POLICY", O_DIRECTORY) {
     std::memset(&policy_, 0, sizeof(policy_));
-    uint32_t version = Uint32Arg(info, 1, "policy version");
-    uint8_t contents = Uint32Arg(info, 2, "contents mode");
-    uint8_t filenames = Uint32Arg(info, 3, "filenames mode");
-    uint8_t flags = Uint32Arg(info, 4, "policy flags");
+    const uint8_t version = ByteArg(info, 1, "policy version");
+    const uint8_t contents = ByteArg(info, 2, "contents mode");
+    const uint8_t filenames = ByteArg(info, 3, "filenames mode");
+    const uint8_t flags = ByteArg(info, 4, "policy flags");
     if (version == 0) {
       policy_.v1 = {0, contents, filenames, flags, {}};
       CopyBytes(info[6], uapi::kDescriptorSize, uapi::kDescriptorSize,
@@ -288,11 +337,14 @@ class SetPolicyWorker : public FscryptWorker {
       policy_.v2.contents_encryption_mode = contents;
       policy_.v2.filenames_encryption_mode = filenames;
       policy_.v2.flags = flags;
-      policy_.v2.log2_data_unit_size = Uint32Arg(info, 5, "log2 data unit");
+      policy_.v2.log2_data_unit_size =
+          ByteArg(info, 5, "log2 data unit size");
       CopyBytes(info[6], uapi::kIdentifierSize, uapi::kIdentifierSize,
                 policy_.v2.master_key_identifier, "key identifier");
     } else {
-      throw Napi::RangeError::New(info.Env(), "unknown policy version");
+      throw Napi::RangeError::New(
+          info.Env(), "policy version must be 0 (v1) or 2 (v2), got " +
+                          std::to_string(version));
     }
   }
 
@@ -367,7 +419,11 @@ class AddKeyWorker : public FscryptWorker {
     std::memset(&buffer_, 0, sizeof(buffer_));
     FillKeySpecifier(info, 1, &buffer_.arg.key_spec);
     if (info[3].IsNull() || info[3].IsUndefined()) {
-      buffer_.arg.key_id = Uint32Arg(info, 4, "key_id");
+      // A key serial number (key_serial_t, a positive int32). The kernel
+      // field is u32 but is looked up as a key_serial_t, so 2**32 - 4 would
+      // name the special keyring -4 (the user keyring): refuse the wrap.
+      buffer_.arg.key_id =
+          static_cast<uint32_t>(IntegerArg(info, 4, "key_id", 1, INT32_MAX));
     } else {
       buffer_.arg.raw_size =
           static_cast<uint32_t>(CopyBytes(info[3], uapi::kMinKeySize,
@@ -400,7 +456,7 @@ class RemoveKeyWorker : public FscryptWorker {
                       "FS_IOC_REMOVE_ENCRYPTION_KEY") {
     std::memset(&arg_, 0, sizeof(arg_));
     FillKeySpecifier(info, 1, &arg_.key_spec);
-    all_users_ = info[3].ToBoolean().Value();
+    all_users_ = BoolArg(info, 3, "allUsers");
     if (all_users_) SetIoctlName("FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS");
   }
 
@@ -477,7 +533,10 @@ class ProbeWorker : public FscryptWorker {
       SetSyscall("fstatfs");
       return errno;
     }
-    fs_type_ = static_cast<uint64_t>(st.f_type);
+    // f_type is a signed word; magic numbers are unsigned 32-bit values, so
+    // go through the unsigned type of the same width: on 32-bit systems
+    // f2fs's 0xf2f52010 would otherwise sign-extend into a 64-bit number.
+    fs_type_ = static_cast<std::make_unsigned_t<decltype(st.f_type)>>(st.f_type);
     add_key_errno_ = IoctlErrno(fd, uapi::kAddKey, nullptr);
     return 0;
   }
@@ -503,11 +562,10 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
 // flock(fd, operation) -> 0 or a negative errno. Only LOCK_NB operations
 // are accepted, so the call can never block the event loop.
 Napi::Value Flock(const Napi::CallbackInfo& info) {
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
-    throw Napi::TypeError::New(info.Env(), "flock(fd, operation) takes two numbers");
-  }
-  const int fd = info[0].As<Napi::Number>().Int32Value();
-  const int operation = info[1].As<Napi::Number>().Int32Value();
+  // Int32Value() would wrap (2**32 + 3 is fd 3): range-check instead.
+  const int fd = static_cast<int>(IntegerArg(info, 0, "fd", 0, INT32_MAX));
+  const int operation =
+      static_cast<int>(IntegerArg(info, 1, "flock operation", 0, INT32_MAX));
   if ((operation & LOCK_NB) == 0) {
     throw Napi::RangeError::New(info.Env(), "flock operation must include LOCK_NB");
   }
