@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -229,6 +230,18 @@ class FscryptWorker : public Napi::AsyncWorker {
     if (fd < 0) {
       errno_ = errno;
       syscall_ = "open";
+      // O_NOFOLLOW refuses a symlink with ELOOP, except with O_DIRECTORY,
+      // where the kernel's type check comes first and says ENOTDIR. Report
+      // the refused link as ELOOP in both cases, so "not followed" has one
+      // answer; a real non-directory (or an intermediate non-directory, for
+      // which lstat fails) keeps ENOTDIR. Only the errno depends on this
+      // lstat: the open itself never followed the link.
+      struct stat st;
+      if (errno_ == ENOTDIR && (open_flags_ & O_NOFOLLOW) != 0 &&
+          (open_flags_ & O_DIRECTORY) != 0 && lstat(path_.c_str(), &st) == 0 &&
+          S_ISLNK(st.st_mode)) {
+        errno_ = ELOOP;
+      }
       return;
     }
     errno_ = Run(fd);
@@ -315,14 +328,22 @@ class FscryptWorker : public Napi::AsyncWorker {
   const char* syscall_ = "ioctl";
 };
 
-// setPolicy(dir, version, contents, filenames, flags, log2DataUnitSize, key)
-// version is the kernel's byte: 0 for v1 (8-byte descriptor), 2 for v2
-// (16-byte identifier).
+// O_NOFOLLOW when the caller asked not to follow a symlink in the last
+// component (lib/volume, where a tenant may swap a directory for a link
+// between a check and the call). Intermediate components are still followed.
+int NoFollowFlag(const Napi::CallbackInfo& info, std::size_t index) {
+  return BoolArg(info, index, "noFollow") ? O_NOFOLLOW : 0;
+}
+
+// setPolicy(dir, version, contents, filenames, flags, log2DataUnitSize, key,
+// noFollow). version is the kernel's byte: 0 for v1 (8-byte descriptor), 2
+// for v2 (16-byte identifier).
 class SetPolicyWorker : public FscryptWorker {
  public:
   SetPolicyWorker(const Napi::CallbackInfo& info)
       : FscryptWorker(info.Env(), PathArg(info, 0),
-                      "FS_IOC_SET_ENCRYPTION_POLICY", O_DIRECTORY) {
+                      "FS_IOC_SET_ENCRYPTION_POLICY",
+                      O_DIRECTORY | NoFollowFlag(info, 7)) {
     std::memset(&policy_, 0, sizeof(policy_));
     const uint8_t version = ByteArg(info, 1, "policy version");
     const uint8_t contents = ByteArg(info, 2, "contents mode");
@@ -359,13 +380,14 @@ class SetPolicyWorker : public FscryptWorker {
   } policy_;
 };
 
-// getPolicy(path) -> { version, contents, filenames, flags, log2DataUnitSize,
-// key }. Falls back to the v1-only ioctl on kernels without GET_POLICY_EX.
+// getPolicy(path, noFollow) -> { version, contents, filenames, flags,
+// log2DataUnitSize, key }. Falls back to the v1-only ioctl on kernels without
+// GET_POLICY_EX.
 class GetPolicyWorker : public FscryptWorker {
  public:
   GetPolicyWorker(const Napi::CallbackInfo& info)
       : FscryptWorker(info.Env(), PathArg(info, 0),
-                      "FS_IOC_GET_ENCRYPTION_POLICY_EX") {
+                      "FS_IOC_GET_ENCRYPTION_POLICY_EX", NoFollowFlag(info, 1)) {
     std::memset(&arg_, 0, sizeof(arg_));
   }
 
@@ -497,12 +519,12 @@ class KeyStatusWorker : public FscryptWorker {
   uapi::KeyStatusArg arg_;
 };
 
-// getNonce(path) -> Buffer(16)
+// getNonce(path, noFollow) -> Buffer(16)
 class NonceWorker : public FscryptWorker {
  public:
   NonceWorker(const Napi::CallbackInfo& info)
       : FscryptWorker(info.Env(), PathArg(info, 0),
-                      "FS_IOC_GET_ENCRYPTION_NONCE") {
+                      "FS_IOC_GET_ENCRYPTION_NONCE", NoFollowFlag(info, 1)) {
     std::memset(nonce_, 0, sizeof(nonce_));
   }
 

@@ -43,8 +43,8 @@ t.test('an error class whose constructor throws: the promise rejects with what i
   }
   binding.setErrorClass(Throwing as unknown as typeof FscryptError);
   try {
-    t.same(await settled(binding.getPolicy(NO_FSCRYPT)), { status: 'rejected', reason: boom }, 'failed ioctl');
-    t.same(await settled(binding.getPolicy(MISSING)), { status: 'rejected', reason: boom }, 'failed open');
+    t.same(await settled(binding.getPolicy(NO_FSCRYPT, false)), { status: 'rejected', reason: boom }, 'failed ioctl');
+    t.same(await settled(binding.getPolicy(MISSING, false)), { status: 'rejected', reason: boom }, 'failed open');
   } finally {
     binding.setErrorClass(FscryptError);
   }
@@ -55,9 +55,9 @@ t.test('a constructor that throws a primitive, and a function that is no constru
     throw 42;
   } as unknown as typeof FscryptError);
   try {
-    t.same(await settled(binding.getNonce(NO_FSCRYPT)), { status: 'rejected', reason: 42 });
+    t.same(await settled(binding.getNonce(NO_FSCRYPT, false)), { status: 'rejected', reason: 42 });
     binding.setErrorClass((() => undefined) as unknown as typeof FscryptError);
-    const outcome = await settled(binding.getNonce(NO_FSCRYPT));
+    const outcome = await settled(binding.getNonce(NO_FSCRYPT, false));
     t.equal(outcome.status, 'rejected');
     t.match((outcome as { reason: unknown }).reason, { name: 'TypeError', message: /not a constructor/ });
   } finally {
@@ -70,7 +70,7 @@ t.test('a property set that throws while the result is built: the promise reject
   // Object.prototype setters are reached by the addon's plain property sets.
   for (const [name, call] of [
     ['addKeyErrno', () => binding.probe(NO_FSCRYPT)], // building a resolved value
-    ['syscall', () => binding.getPolicy(NO_FSCRYPT)], // building the error details
+    ['syscall', () => binding.getPolicy(NO_FSCRYPT, false)], // building the error details
   ] as const) {
     Object.defineProperty(Object.prototype, name, {
       configurable: true,
@@ -91,7 +91,7 @@ t.test('a property set that throws while the result is built: the promise reject
 
 t.test('with the real class restored, failures are FscryptErrors again', async (t) => {
   binding.setErrorClass(FscryptError);
-  const outcome = await settled(binding.getPolicy(NO_FSCRYPT));
+  const outcome = await settled(binding.getPolicy(NO_FSCRYPT, false));
   t.equal(outcome.status, 'rejected');
   t.ok((outcome as { reason: unknown }).reason instanceof FscryptError);
   t.match((outcome as { reason: unknown }).reason, { code: 'ENOTTY', path: NO_FSCRYPT });
@@ -114,7 +114,7 @@ const DESCRIPTOR = Buffer.alloc(8, 0xcd);
 
 t.test('numbers the kernel keeps in a u8 are range-checked, not truncated (257 is not mode 1)', async (t) => {
   const setPolicy = (version: number, contents: number, filenames: number, flags: number, log2: number) => () =>
-    binding.setPolicy(MISSING, version, contents, filenames, flags, log2, version === 0 ? DESCRIPTOR : ID);
+    binding.setPolicy(MISSING, version, contents, filenames, flags, log2, version === 0 ? DESCRIPTOR : ID, false);
   const cases: [string, () => unknown, RegExp][] = [
     ['contents 257', setPolicy(2, 257, 4, 3, 0), /^contents mode must be an integer from 0 to 255, got 257$/],
     ['filenames 260', setPolicy(2, 1, 260, 3, 0), /^filenames mode must be an integer from 0 to 255, got 260$/],
@@ -131,12 +131,12 @@ t.test('numbers the kernel keeps in a u8 are range-checked, not truncated (257 i
     t.match(thrownBy(call), { name: 'RangeError', message }, name);
   }
   t.match(thrownBy(setPolicy(1, 1, 4, 3, 0)), { name: 'RangeError', message: 'policy version must be 0 (v1) or 2 (v2), got 1' });
-  t.match(thrownBy(() => binding.setPolicy(MISSING, 2, '1' as unknown as number, 4, 3, 0, ID)), { name: 'TypeError', message: 'contents mode must be a number' });
+  t.match(thrownBy(() => binding.setPolicy(MISSING, 2, '1' as unknown as number, 4, 3, 0, ID, false)), { name: 'TypeError', message: 'contents mode must be a number' });
   // The largest values pass the checks and reach open() (ENOENT here).
-  t.match(await settled(binding.setPolicy(MISSING, 2, 255, 255, 255, 255, ID)), { status: 'rejected', reason: { code: 'ENOENT', syscall: 'open' } });
+  t.match(await settled(binding.setPolicy(MISSING, 2, 255, 255, 255, 255, ID, false)), { status: 'rejected', reason: { code: 'ENOENT', syscall: 'open' } });
 });
 
-t.test('key specifier types, key_id, allUsers and flock arguments are range-checked too', async (t) => {
+t.test('key specifier types, key_id, allUsers, noFollow and flock arguments are checked too', async (t) => {
   const cases: [string, () => unknown, string, RegExp][] = [
     ['spec type 2**32 + 2', () => binding.getKeyStatus(MISSING, 2 ** 32 + 2, ID), 'RangeError', /^key specifier type must be an integer from 0 to 4294967295, got 4294967298$/],
     ['spec type -1', () => binding.removeKey(MISSING, -1, ID, false), 'RangeError', /^key specifier type .* got -1$/],
@@ -150,7 +150,9 @@ t.test('key specifier types, key_id, allUsers and flock arguments are range-chec
     ['allUsers 1', () => binding.removeKey(MISSING, 2, ID, 1 as unknown as boolean), 'TypeError', /^allUsers must be a boolean$/],
     ['flock fd 2**32', () => binding.flock(2 ** 32, 6), 'RangeError', /^fd must be an integer from 0 to 2147483647, got 4294967296$/],
     ['flock operation -1', () => binding.flock(0, -1), 'RangeError', /^flock operation .* got -1$/],
-    ['a path with a NUL byte', () => binding.getNonce('/proc\0/etc/passwd'), 'TypeError', /^path must not contain a NUL byte$/],
+    ['noFollow undefined', () => binding.getPolicy(MISSING, undefined as unknown as boolean), 'TypeError', /^noFollow must be a boolean$/],
+    ['noFollow "true"', () => binding.setPolicy(MISSING, 2, 1, 4, 3, 0, ID, 'true' as unknown as boolean), 'TypeError', /^noFollow must be a boolean$/],
+    ['a path with a NUL byte', () => binding.getNonce('/proc\0/etc/passwd', false), 'TypeError', /^path must not contain a NUL byte$/],
   ];
   for (const [name, call, type, message] of cases) {
     t.match(thrownBy(call), { name: type, message }, name);
