@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -202,13 +203,18 @@ Napi::Buffer<uint8_t> KeySpecifierBytes(Napi::Env env,
 // Base of every operation: open the path, run one ioctl family, settle.
 class FscryptWorker : public Napi::AsyncWorker {
  public:
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  // The deferred is made here, once the constructor has accepted every
+  // argument: one made earlier would, on a bad argument, be a promise that
+  // nobody holds and that never settles, pinned by its handle forever.
+  Napi::Promise Promise() {
+    deferred_.emplace(Napi::Promise::Deferred::New(Env()));
+    return deferred_->Promise();
+  }
 
  protected:
   FscryptWorker(Napi::Env env, std::string path, const char* ioctl_name,
                 int extra_open_flags = 0)
       : Napi::AsyncWorker(env, "fscrypt-local"),
-        deferred_(Napi::Promise::Deferred::New(env)),
         path_(std::move(path)),
         ioctl_name_(ioctl_name),
         open_flags_(O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
@@ -302,10 +308,11 @@ class FscryptWorker : public Napi::AsyncWorker {
       resolve = false;
       value = FallbackError(env);
     }
+    if (!deferred_) return;  // Start() always calls Promise() first
     if (resolve) {
-      deferred_.Resolve(value);
+      deferred_->Resolve(value);
     } else {
-      deferred_.Reject(value);
+      deferred_->Reject(value);
     }
   }
 
@@ -320,7 +327,7 @@ class FscryptWorker : public Napi::AsyncWorker {
     return Napi::Error::New(env, message).Value();
   }
 
-  Napi::Promise::Deferred deferred_;
+  std::optional<Napi::Promise::Deferred> deferred_;
   std::string path_;
   const char* ioctl_name_;
   int open_flags_;
