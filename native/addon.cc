@@ -3,12 +3,18 @@
 // Every exported function copies its arguments on the JS thread, issues one
 // open() + ioctl() on the libuv thread pool (AsyncWorker), and settles a
 // promise. There are no policy decisions and no file formats here: the typed
-// layer in lib/kernel validates input, names modes and explains errors.
+// layer in lib/kernel validates input, names modes and explains errors. The
+// addon still checks what it converts (types, each number against the range
+// of the kernel field it fills, NUL bytes in paths) and throws a TypeError or
+// RangeError naming the argument, because a silently narrowed value would be
+// a different request to the kernel, and the addon cannot assume its caller.
 //
 // Failures reject with an instance of the FscryptError class that the JS side
 // registers through setErrorClass() (the better-sqlite3 pattern), constructed
 // as `new FscryptError(undefined, { errno, syscall, ioctl, path })` so the
-// message and code are composed in one place, in TypeScript.
+// message and code are composed in one place, in TypeScript. Every promise
+// settles: if building that error or a result throws, the promise rejects
+// with what was thrown.
 //
 // One synchronous exception: flock(LOCK_NB) for the slot lock, which never
 // blocks and so needs no worker. Node has no flock, and a lock the kernel
@@ -23,17 +29,31 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <optional>
 #include <string>
+#include <type_traits>
 
 #include <napi.h>
 
 #include "fscrypt_uapi.h"
+
+// lib/volume opens names with O_PATH (no ENOKEY on a locked file, no blocking
+// on a FIFO), and its value differs between architectures, so the addon
+// exports the C library's value instead of lib hard-coding one. Without it
+// (Linux < 2.6.39 headers) that code cannot work: fail the build, not a call.
+#ifndef O_PATH
+#error "fscrypt-local needs O_PATH from <fcntl.h> (Linux 2.6.39 or later, glibc 2.14 or later)"
+#endif
 
 namespace {
 
@@ -87,8 +107,12 @@ std::size_t CopyBytes(const Napi::Value& value, std::size_t min,
   Napi::Uint8Array bytes = value.As<Napi::Uint8Array>();
   std::size_t size = bytes.ByteLength();
   if (size < min || size > max) {
-    throw Napi::RangeError::New(value.Env(),
-                                std::string(what) + " has a bad length");
+    std::string expected = min == max ? std::to_string(min)
+                                      : std::to_string(min) + " to " +
+                                            std::to_string(max);
+    throw Napi::RangeError::New(value.Env(), std::string(what) + " must be " +
+                                                 expected + " bytes, got " +
+                                                 std::to_string(size));
   }
   std::memcpy(out, bytes.Data(), size);
   return size;
@@ -98,16 +122,51 @@ std::string PathArg(const Napi::CallbackInfo& info, std::size_t index) {
   if (info.Length() <= index || !info[index].IsString()) {
     throw Napi::TypeError::New(info.Env(), "path must be a string");
   }
-  return info[index].As<Napi::String>().Utf8Value();
+  std::string path = info[index].As<Napi::String>().Utf8Value();
+  // open() would stop at the NUL and open a different (shorter) path.
+  if (path.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(info.Env(), "path must not contain a NUL byte");
+  }
+  return path;
 }
 
-uint32_t Uint32Arg(const Napi::CallbackInfo& info, std::size_t index,
-                   const char* what) {
+// An integer argument in [min, max]. JS numbers are doubles and the kernel's
+// fields are u8 or u32: Napi's Uint32Value() would wrap silently (257 becomes
+// mode 1, 2**32 + 2 becomes version 2, -1 becomes 0xffffffff, 1.5 becomes 1)
+// and send the kernel a request the caller never made. lib/kernel validates
+// first; the addon does not rely on it.
+int64_t IntegerArg(const Napi::CallbackInfo& info, std::size_t index,
+                   const char* what, int64_t min, int64_t max) {
   if (info.Length() <= index || !info[index].IsNumber()) {
     throw Napi::TypeError::New(info.Env(), std::string(what) +
                                                " must be a number");
   }
-  return info[index].As<Napi::Number>().Uint32Value();
+  const double value = info[index].As<Napi::Number>().DoubleValue();
+  // NaN fails both comparisons; trunc() catches fractions.
+  if (!(value >= static_cast<double>(min) &&
+        value <= static_cast<double>(max)) ||
+      std::trunc(value) != value) {
+    throw Napi::RangeError::New(
+        info.Env(), std::string(what) + " must be an integer from " +
+                        std::to_string(min) + " to " + std::to_string(max) +
+                        ", got " + info[index].ToString().Utf8Value());
+  }
+  return static_cast<int64_t>(value);
+}
+
+// A u8 field of a policy.
+uint8_t ByteArg(const Napi::CallbackInfo& info, std::size_t index,
+                const char* what) {
+  return static_cast<uint8_t>(IntegerArg(info, index, what, 0, UINT8_MAX));
+}
+
+bool BoolArg(const Napi::CallbackInfo& info, std::size_t index,
+             const char* what) {
+  if (info.Length() <= index || !info[index].IsBoolean()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) +
+                                               " must be a boolean");
+  }
+  return info[index].As<Napi::Boolean>().Value();
 }
 
 // Fills a key specifier from (type, bytes). For an identifier that the kernel
@@ -115,7 +174,8 @@ uint32_t Uint32Arg(const Napi::CallbackInfo& info, std::size_t index,
 void FillKeySpecifier(const Napi::CallbackInfo& info, std::size_t type_index,
                       uapi::KeySpecifier* spec) {
   std::memset(spec, 0, sizeof(*spec));
-  spec->type = Uint32Arg(info, type_index, "key specifier type");
+  spec->type = static_cast<uint32_t>(
+      IntegerArg(info, type_index, "key specifier type", 0, UINT32_MAX));
   Napi::Value bytes = info[type_index + 1];
   if (spec->type == uapi::kSpecTypeDescriptor) {
     CopyBytes(bytes, uapi::kDescriptorSize, uapi::kDescriptorSize,
@@ -126,7 +186,9 @@ void FillKeySpecifier(const Napi::CallbackInfo& info, std::size_t type_index,
                 spec->u.identifier, "key identifier");
     }
   } else {
-    throw Napi::RangeError::New(info.Env(), "unknown key specifier type");
+    throw Napi::RangeError::New(
+        info.Env(), "key specifier type must be 1 (descriptor) or 2 "
+                    "(identifier), got " + std::to_string(spec->type));
   }
 }
 
@@ -141,13 +203,18 @@ Napi::Buffer<uint8_t> KeySpecifierBytes(Napi::Env env,
 // Base of every operation: open the path, run one ioctl family, settle.
 class FscryptWorker : public Napi::AsyncWorker {
  public:
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  // The deferred is made here, once the constructor has accepted every
+  // argument: one made earlier would, on a bad argument, be a promise that
+  // nobody holds and that never settles, pinned by its handle forever.
+  Napi::Promise Promise() {
+    deferred_.emplace(Napi::Promise::Deferred::New(Env()));
+    return deferred_->Promise();
+  }
 
  protected:
   FscryptWorker(Napi::Env env, std::string path, const char* ioctl_name,
                 int extra_open_flags = 0)
       : Napi::AsyncWorker(env, "fscrypt-local"),
-        deferred_(Napi::Promise::Deferred::New(env)),
         path_(std::move(path)),
         ioctl_name_(ioctl_name),
         open_flags_(O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
@@ -169,29 +236,98 @@ class FscryptWorker : public Napi::AsyncWorker {
     if (fd < 0) {
       errno_ = errno;
       syscall_ = "open";
+      // O_NOFOLLOW refuses a symlink with ELOOP, except with O_DIRECTORY,
+      // where the kernel's type check comes first and says ENOTDIR. Report
+      // the refused link as ELOOP in both cases, so "not followed" has one
+      // answer; a real non-directory (or an intermediate non-directory, for
+      // which lstat fails) keeps ENOTDIR. Only the errno depends on this
+      // lstat: the open itself never followed the link.
+      struct stat st;
+      if (errno_ == ENOTDIR && (open_flags_ & O_NOFOLLOW) != 0 &&
+          (open_flags_ & O_DIRECTORY) != 0 && lstat(path_.c_str(), &st) == 0 &&
+          S_ISLNK(st.st_mode)) {
+        errno_ = ELOOP;
+      }
       return;
     }
     errno_ = Run(fd);
     close(fd);
   }
 
+  // Settles the promise in every case. Building the value runs JS: the
+  // registered error class's constructor, and property sets that reach
+  // setters on Object.prototype. If that throws, node-addon-api turns the
+  // exception into a C++ Napi::Error; escaping OnOK it would become an
+  // uncaught exception and the promise would stay pending forever. So the
+  // exception (or, failing that, a fallback error) becomes the rejection,
+  // as better-sqlite3 does with its pending exceptions.
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    if (errno_ != 0) {
-      deferred_.Reject(MakeSystemError(
-          env, errno_, syscall_,
-          std::strcmp(syscall_, "ioctl") == 0 ? ioctl_name_ : nullptr, path_));
+    bool resolve = errno_ == 0;
+    Napi::Value value;
+    try {
+      value = resolve ? Result(env)
+                      : MakeSystemError(env, errno_, syscall_,
+                                        std::strcmp(syscall_, "ioctl") == 0
+                                            ? ioctl_name_
+                                            : nullptr,
+                                        path_);
+    } catch (const Napi::Error& thrown) {
+      resolve = false;
+      value = thrown.Value();  // what JS threw, primitives included
+    } catch (const std::exception&) {
+      resolve = false;  // e.g. std::bad_alloc building a message
+    }
+    Settle(env, resolve, value);
+  }
+
+  // Only reached when Execute() threw a C++ exception (node-addon-api calls
+  // SetError with its what()); guarded like OnOK.
+  void OnError(const Napi::Error& error) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Value value;
+    try {
+      value = error.Value();
+    } catch (const Napi::Error& thrown) {
+      value = thrown.Value();
+    }
+    Settle(env, false, value);
+  }
+
+  void Settle(Napi::Env env, bool resolve, Napi::Value value) {
+    // An exception left pending without a C++ throw is still a failure, and
+    // would otherwise be reported as uncaught after this callback returns.
+    if (env.IsExceptionPending()) {
+      Napi::Error pending = env.GetAndClearPendingException();
+      if (resolve || value.IsEmpty()) value = pending.Value();
+      resolve = false;
+    }
+    if (value.IsEmpty()) {
+      resolve = false;
+      value = FallbackError(env);
+    }
+    if (!deferred_) return;  // Start() always calls Promise() first
+    if (resolve) {
+      deferred_->Resolve(value);
     } else {
-      deferred_.Resolve(Result(env));
+      deferred_->Reject(value);
     }
   }
 
-  void OnError(const Napi::Error& error) override {
-    deferred_.Reject(error.Value());
+  // A plain Error with the facts, built without running any user JS.
+  Napi::Value FallbackError(Napi::Env env) {
+    std::string message = "fscrypt-local: building the result of ";
+    message += ioctl_name_;
+    message += " on '" + path_ + "' failed";
+    if (errno_ != 0) {
+      message += std::string(" (") + syscall_ + ": " + std::strerror(errno_) + ")";
+    }
+    return Napi::Error::New(env, message).Value();
   }
 
-  Napi::Promise::Deferred deferred_;
+  std::optional<Napi::Promise::Deferred> deferred_;
   std::string path_;
   const char* ioctl_name_;
   int open_flags_;
@@ -199,19 +335,27 @@ class FscryptWorker : public Napi::AsyncWorker {
   const char* syscall_ = "ioctl";
 };
 
-// setPolicy(dir, version, contents, filenames, flags, log2DataUnitSize, key)
-// version is the kernel's byte: 0 for v1 (8-byte descriptor), 2 for v2
-// (16-byte identifier).
+// O_NOFOLLOW when the caller asked not to follow a symlink in the last
+// component (lib/volume, where a tenant may swap a directory for a link
+// between a check and the call). Intermediate components are still followed.
+int NoFollowFlag(const Napi::CallbackInfo& info, std::size_t index) {
+  return BoolArg(info, index, "noFollow") ? O_NOFOLLOW : 0;
+}
+
+// setPolicy(dir, version, contents, filenames, flags, log2DataUnitSize, key,
+// noFollow). version is the kernel's byte: 0 for v1 (8-byte descriptor), 2
+// for v2 (16-byte identifier).
 class SetPolicyWorker : public FscryptWorker {
  public:
   SetPolicyWorker(const Napi::CallbackInfo& info)
       : FscryptWorker(info.Env(), PathArg(info, 0),
-                      "FS_IOC_SET_ENCRYPTION_POLICY", O_DIRECTORY) {
+                      "FS_IOC_SET_ENCRYPTION_POLICY",
+                      O_DIRECTORY | NoFollowFlag(info, 7)) {
     std::memset(&policy_, 0, sizeof(policy_));
-    uint32_t version = Uint32Arg(info, 1, "policy version");
-    uint8_t contents = Uint32Arg(info, 2, "contents mode");
-    uint8_t filenames = Uint32Arg(info, 3, "filenames mode");
-    uint8_t flags = Uint32Arg(info, 4, "policy flags");
+    const uint8_t version = ByteArg(info, 1, "policy version");
+    const uint8_t contents = ByteArg(info, 2, "contents mode");
+    const uint8_t filenames = ByteArg(info, 3, "filenames mode");
+    const uint8_t flags = ByteArg(info, 4, "policy flags");
     if (version == 0) {
       policy_.v1 = {0, contents, filenames, flags, {}};
       CopyBytes(info[6], uapi::kDescriptorSize, uapi::kDescriptorSize,
@@ -221,11 +365,14 @@ class SetPolicyWorker : public FscryptWorker {
       policy_.v2.contents_encryption_mode = contents;
       policy_.v2.filenames_encryption_mode = filenames;
       policy_.v2.flags = flags;
-      policy_.v2.log2_data_unit_size = Uint32Arg(info, 5, "log2 data unit");
+      policy_.v2.log2_data_unit_size =
+          ByteArg(info, 5, "log2 data unit size");
       CopyBytes(info[6], uapi::kIdentifierSize, uapi::kIdentifierSize,
                 policy_.v2.master_key_identifier, "key identifier");
     } else {
-      throw Napi::RangeError::New(info.Env(), "unknown policy version");
+      throw Napi::RangeError::New(
+          info.Env(), "policy version must be 0 (v1) or 2 (v2), got " +
+                          std::to_string(version));
     }
   }
 
@@ -240,13 +387,14 @@ class SetPolicyWorker : public FscryptWorker {
   } policy_;
 };
 
-// getPolicy(path) -> { version, contents, filenames, flags, log2DataUnitSize,
-// key }. Falls back to the v1-only ioctl on kernels without GET_POLICY_EX.
+// getPolicy(path, noFollow) -> { version, contents, filenames, flags,
+// log2DataUnitSize, key }. Falls back to the v1-only ioctl on kernels without
+// GET_POLICY_EX.
 class GetPolicyWorker : public FscryptWorker {
  public:
   GetPolicyWorker(const Napi::CallbackInfo& info)
       : FscryptWorker(info.Env(), PathArg(info, 0),
-                      "FS_IOC_GET_ENCRYPTION_POLICY_EX") {
+                      "FS_IOC_GET_ENCRYPTION_POLICY_EX", NoFollowFlag(info, 1)) {
     std::memset(&arg_, 0, sizeof(arg_));
   }
 
@@ -300,7 +448,11 @@ class AddKeyWorker : public FscryptWorker {
     std::memset(&buffer_, 0, sizeof(buffer_));
     FillKeySpecifier(info, 1, &buffer_.arg.key_spec);
     if (info[3].IsNull() || info[3].IsUndefined()) {
-      buffer_.arg.key_id = Uint32Arg(info, 4, "key_id");
+      // A key serial number (key_serial_t, a positive int32). The kernel
+      // field is u32 but is looked up as a key_serial_t, so 2**32 - 4 would
+      // name the special keyring -4 (the user keyring): refuse the wrap.
+      buffer_.arg.key_id =
+          static_cast<uint32_t>(IntegerArg(info, 4, "key_id", 1, INT32_MAX));
     } else {
       buffer_.arg.raw_size =
           static_cast<uint32_t>(CopyBytes(info[3], uapi::kMinKeySize,
@@ -333,7 +485,7 @@ class RemoveKeyWorker : public FscryptWorker {
                       "FS_IOC_REMOVE_ENCRYPTION_KEY") {
     std::memset(&arg_, 0, sizeof(arg_));
     FillKeySpecifier(info, 1, &arg_.key_spec);
-    all_users_ = info[3].ToBoolean().Value();
+    all_users_ = BoolArg(info, 3, "allUsers");
     if (all_users_) SetIoctlName("FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS");
   }
 
@@ -374,12 +526,12 @@ class KeyStatusWorker : public FscryptWorker {
   uapi::KeyStatusArg arg_;
 };
 
-// getNonce(path) -> Buffer(16)
+// getNonce(path, noFollow) -> Buffer(16)
 class NonceWorker : public FscryptWorker {
  public:
   NonceWorker(const Napi::CallbackInfo& info)
       : FscryptWorker(info.Env(), PathArg(info, 0),
-                      "FS_IOC_GET_ENCRYPTION_NONCE") {
+                      "FS_IOC_GET_ENCRYPTION_NONCE", NoFollowFlag(info, 1)) {
     std::memset(nonce_, 0, sizeof(nonce_));
   }
 
@@ -410,7 +562,10 @@ class ProbeWorker : public FscryptWorker {
       SetSyscall("fstatfs");
       return errno;
     }
-    fs_type_ = static_cast<uint64_t>(st.f_type);
+    // f_type is a signed word; magic numbers are unsigned 32-bit values, so
+    // go through the unsigned type of the same width: on 32-bit systems
+    // f2fs's 0xf2f52010 would otherwise sign-extend into a 64-bit number.
+    fs_type_ = static_cast<std::make_unsigned_t<decltype(st.f_type)>>(st.f_type);
     add_key_errno_ = IoctlErrno(fd, uapi::kAddKey, nullptr);
     return 0;
   }
@@ -436,11 +591,10 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
 // flock(fd, operation) -> 0 or a negative errno. Only LOCK_NB operations
 // are accepted, so the call can never block the event loop.
 Napi::Value Flock(const Napi::CallbackInfo& info) {
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
-    throw Napi::TypeError::New(info.Env(), "flock(fd, operation) takes two numbers");
-  }
-  const int fd = info[0].As<Napi::Number>().Int32Value();
-  const int operation = info[1].As<Napi::Number>().Int32Value();
+  // Int32Value() would wrap (2**32 + 3 is fd 3): range-check instead.
+  const int fd = static_cast<int>(IntegerArg(info, 0, "fd", 0, INT32_MAX));
+  const int operation =
+      static_cast<int>(IntegerArg(info, 1, "flock operation", 0, INT32_MAX));
   if ((operation & LOCK_NB) == 0) {
     throw Napi::RangeError::New(info.Env(), "flock operation must include LOCK_NB");
   }
@@ -460,8 +614,19 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Flags lib needs that Node's fs.constants lacks, with this platform's values.
+Napi::Object Constants(Napi::Env env) {
+  Napi::Object constants = Napi::Object::New(env);
+  constants.Set("O_PATH", Napi::Number::New(env, O_PATH));
+  constants.Set("LOCK_EX", Napi::Number::New(env, LOCK_EX));
+  constants.Set("LOCK_NB", Napi::Number::New(env, LOCK_NB));
+  constants.Freeze();
+  return constants;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
+  exports.Set("constants", Constants(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("setPolicy", Napi::Function::New(env, Start<SetPolicyWorker>));
   exports.Set("getPolicy", Napi::Function::New(env, Start<GetPolicyWorker>));

@@ -1,7 +1,7 @@
 // Encryption policies on the real kernel: set/get round trips (v2 and v1),
 // ciphertext on disk, no-key names and ENOKEY after removal, nonces.
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
@@ -155,4 +155,63 @@ t.test('policies survive a remount; the key does not', async (t) => {
   t.match(await rejection(readFile(join(dir, 'f'))), { code: 'ENOENT' }, 'locked: the plaintext name is gone');
   await addKey(scratch.mountpoint, key);
   t.equal(await readFile(join(dir, 'f'), 'utf8'), 'persisted');
+});
+
+t.test('noFollow: a symlink to an encrypted directory is refused with ELOOP, and followed without it', async (t) => {
+  const id = await addKey(mnt, randomKey());
+  const dir = await emptyDir();
+  await setPolicy(dir, defaultPolicy(id));
+  await writeFile(join(dir, 'f'), 'x');
+  const link = join(mnt, `link-${dirCount}`);
+  await symlink(dir, link);
+
+  const refused = await rejection(getPolicy(link, { noFollow: true }));
+  t.ok(refused instanceof FscryptError);
+  t.match(refused, { code: 'ELOOP', errno: -40, syscall: 'open', ioctl: undefined, path: link });
+  t.equal(
+    refused.message,
+    `ELOOP: the path is a symbolic link, which noFollow does not follow (or it resolves through too many symbolic links), open '${link}'. ` +
+      'To fix: pass the path of the file or directory itself; follow a link only if no one else can replace it',
+  );
+  t.ok(samePolicy((await getPolicy(link))!, defaultPolicy(id)), 'followed by default');
+  t.ok(samePolicy((await getPolicy(link, { noFollow: false }))!, defaultPolicy(id)), 'followed with noFollow: false');
+  t.ok(samePolicy((await getPolicy(dir, { noFollow: true }))!, defaultPolicy(id)), 'a real directory is fine under noFollow');
+
+  // getNonce, on a link to a file inside.
+  const fileLink = join(mnt, `file-link-${dirCount}`);
+  await symlink(join(dir, 'f'), fileLink);
+  t.match(await rejection(getNonce(fileLink, { noFollow: true })), { code: 'ELOOP', syscall: 'open', path: fileLink });
+  t.ok((await getNonce(fileLink)).equals(await getNonce(join(dir, 'f'), { noFollow: true })), 'followed without noFollow');
+
+  // Links in earlier components are still followed (only the last one is checked).
+  t.ok(samePolicy((await getPolicy(join(link, 'f'), { noFollow: true }))!, defaultPolicy(id)), 'a link in a parent component is followed');
+  await removeKey(mnt, id);
+});
+
+t.test('noFollow: setPolicy refuses a symlink to an empty directory with ELOOP and leaves the target alone', async (t) => {
+  const id = await addKey(mnt, randomKey());
+  const target = await emptyDir();
+  const link = join(mnt, `set-link-${dirCount}`);
+  await symlink(target, link);
+  // O_DIRECTORY | O_NOFOLLOW fails with ENOTDIR on a link; the addon reports ELOOP.
+  t.match(await rejection(setPolicy(link, defaultPolicy(id), { noFollow: true })), {
+    name: 'FscryptError',
+    code: 'ELOOP',
+    syscall: 'open',
+    path: link,
+    message: /symbolic link, which noFollow does not follow/,
+  });
+  t.equal(await getPolicy(target), null, 'the target was not encrypted');
+  // A regular file is still ENOTDIR under noFollow, and a dangling link ELOOP.
+  const file = join(mnt, `set-file-${dirCount}`);
+  await writeFile(file, 'x');
+  t.match(await rejection(setPolicy(file, defaultPolicy(id), { noFollow: true })), { code: 'ENOTDIR', syscall: 'open' });
+  const dangling = join(mnt, `dangling-${dirCount}`);
+  await symlink(join(mnt, 'does-not-exist'), dangling);
+  t.match(await rejection(setPolicy(dangling, defaultPolicy(id), { noFollow: true })), { code: 'ELOOP' });
+  t.match(await rejection(setPolicy(dangling, defaultPolicy(id))), { code: 'ENOENT' }, 'followed without noFollow');
+  // Without noFollow the link is followed and the target encrypted.
+  await setPolicy(link, defaultPolicy(id));
+  t.ok(samePolicy((await getPolicy(target))!, defaultPolicy(id)));
+  await removeKey(mnt, id);
 });

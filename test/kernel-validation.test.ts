@@ -7,11 +7,13 @@ import { defaultPolicy, keyIdentifier, type Policy } from '../lib/kernel/index.j
 import { randomKey } from './fixtures/helpers.js';
 
 const calls: string[] = [];
+const callArgs: unknown[][] = [];
 const recordingBinding = new Proxy(
   {},
   {
     get: (_target, name: string) => (...args: unknown[]) => {
       calls.push(name);
+      callArgs.push(args);
       throw new Error(`native ${name} must not be called (args: ${args.length})`);
     },
   },
@@ -90,8 +92,26 @@ t.test('modes, pairs, padding, flags and versions', async (t) => {
   await invalid(t, () => setPolicy('/d', { ...good, log2DataUnitSize: 3 }), /log2DataUnitSize must be 0 \(default\) or 9 to 16/);
 });
 
+t.test('open options: an object whose only key is a boolean noFollow', async (t) => {
+  await invalid(t, () => getPolicy('/d', null as unknown as object), /options must be an object such as \{ noFollow: true \}, got null/);
+  await invalid(t, () => getPolicy('/d', 'noFollow' as unknown as object), /options must be an object.*got a string of 8 characters/);
+  await invalid(t, () => getNonce('/d', [] as unknown as object), /options must be an object/);
+  await invalid(t, () => getPolicy('/d', { noFollow: 'yes' as unknown as boolean }), /options.noFollow must be a boolean, got a string of 3 characters/);
+  await invalid(t, () => setPolicy('/d', good, { noFollow: 1 as unknown as boolean }), /options.noFollow must be a boolean, got 1/);
+  await invalid(t, () => getNonce('/d', { nofollow: true } as object), /unknown option "nofollow"; the only option is noFollow/);
+  await invalid(t, () => setPolicy('/d', good, { noFollow: true, follow: false } as object), /unknown option "follow"/);
+});
+
 t.test('valid input does reach the binding', async (t) => {
   const before = calls.length;
   await t.rejects(getPolicy('/d'), /must not be called/);
   t.same(calls.slice(before), ['getPolicy'], 'the stand-in is what the API calls');
+  t.same(callArgs.at(-1), ['/d', false], 'with noFollow false by default');
+  await t.rejects(getPolicy('/d', { noFollow: true }), /must not be called/);
+  t.same(callArgs.at(-1), ['/d', true]);
+  await t.rejects(getNonce('/f', { noFollow: false }), /must not be called/);
+  t.same(callArgs.at(-1), ['/f', false]);
+  await t.rejects(setPolicy('/d', good, { noFollow: true }), /must not be called/);
+  t.same(callArgs.at(-1), ['/d', 2, 1, 4, 3, 0, Buffer.from(ID, 'hex'), true], 'setPolicy: the raw policy, then noFollow');
+  t.same(calls.slice(before), ['getPolicy', 'getPolicy', 'getNonce', 'setPolicy']);
 });

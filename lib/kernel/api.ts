@@ -15,7 +15,9 @@ import {
 import { FscryptError, isFscryptError } from './errors.js';
 import { findMount } from './mountinfo.js';
 import { decodePolicy, encodePolicy, type Policy } from './policy.js';
-import { assertKey, assertPath, describe, parseHex, parseKeyRef } from './validate.js';
+import { assertKey, assertPath, describe, parseHex, parseKeyRef, parseOpenOptions, type OpenOptions } from './validate.js';
+
+export type { OpenOptions } from './validate.js';
 
 export interface ProbeResult {
   supported: boolean;
@@ -80,11 +82,16 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** The encryption policy of a file or directory, or null if it is not encrypted. */
-export async function getPolicy(path: string): Promise<Policy | null> {
+/**
+ * The encryption policy of a file or directory, or null if it is not
+ * encrypted. With `noFollow`, a symbolic link at `path` is refused (ELOOP)
+ * instead of followed.
+ */
+export async function getPolicy(path: string, options?: OpenOptions): Promise<Policy | null> {
   assertPath(path);
+  const { noFollow } = parseOpenOptions(options);
   try {
-    return decodePolicy(await native().getPolicy(path));
+    return decodePolicy(await native().getPolicy(path, noFollow));
   } catch (error) {
     if (isFscryptError(error, 'ENODATA')) return null;
     throw error;
@@ -93,12 +100,14 @@ export async function getPolicy(path: string): Promise<Policy | null> {
 
 /**
  * Sets an encryption policy on an empty directory. Setting the policy a
- * directory already has succeeds, even when it is no longer empty.
+ * directory already has succeeds, even when it is no longer empty. With
+ * `noFollow`, a symbolic link at `dir` is refused (ELOOP) instead of followed.
  */
-export async function setPolicy(dir: string, policy: Policy): Promise<void> {
+export async function setPolicy(dir: string, policy: Policy, options?: OpenOptions): Promise<void> {
   assertPath(dir, 'dir');
   const raw = encodePolicy(policy);
-  await native().setPolicy(dir, raw.version, raw.contents, raw.filenames, raw.flags, raw.log2DataUnitSize, raw.key);
+  const { noFollow } = parseOpenOptions(options);
+  await native().setPolicy(dir, raw.version, raw.contents, raw.filenames, raw.flags, raw.log2DataUnitSize, raw.key, noFollow);
 }
 
 export interface AddKeyOptions {
@@ -190,8 +199,12 @@ export async function getKeyStatus(mountpoint: string, identifier: string): Prom
   return { status, addedBySelf: (raw.statusFlags & KEY_STATUS_FLAG_ADDED_BY_SELF) !== 0, userCount: raw.userCount };
 }
 
-/** The 16-byte nonce the kernel derived an encrypted file's key from. */
-export async function getNonce(path: string): Promise<Buffer> {
+/**
+ * The 16-byte nonce the kernel derived an encrypted file's key from. With
+ * `noFollow`, a symbolic link at `path` is refused (ELOOP) instead of followed.
+ */
+export async function getNonce(path: string, options?: OpenOptions): Promise<Buffer> {
   assertPath(path);
-  return native().getNonce(path);
+  const { noFollow } = parseOpenOptions(options);
+  return native().getNonce(path, noFollow);
 }

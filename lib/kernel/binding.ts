@@ -32,7 +32,15 @@ export interface RawProbe {
 /** Key specifier type then bytes; identifier bytes omitted when the kernel fills them. */
 export type RawKeySpec = [type: number, bytes: Uint8Array | undefined];
 
+/** Constants of this platform that Node's fs.constants lacks, from the C library's headers. */
+export interface NativeConstants {
+  readonly O_PATH: number;
+  readonly LOCK_EX: number;
+  readonly LOCK_NB: number;
+}
+
 export interface NativeBinding {
+  readonly constants: NativeConstants;
   setErrorClass(errorClass: typeof FscryptError): void;
   setPolicy(
     dir: string,
@@ -42,12 +50,14 @@ export interface NativeBinding {
     flags: number,
     log2DataUnitSize: number,
     key: Uint8Array,
+    /** Open with O_NOFOLLOW: a symlink as the last component fails with ELOOP. */
+    noFollow: boolean,
   ): Promise<void>;
-  getPolicy(path: string): Promise<RawPolicy>;
+  getPolicy(path: string, noFollow: boolean): Promise<RawPolicy>;
   addKey(mountpoint: string, specType: number, specBytes: Uint8Array | undefined, raw: Uint8Array | null, keyId: number): Promise<Buffer>;
   removeKey(mountpoint: string, specType: number, specBytes: Uint8Array, allUsers: boolean): Promise<number>;
   getKeyStatus(mountpoint: string, specType: number, specBytes: Uint8Array): Promise<RawKeyStatus>;
-  getNonce(path: string): Promise<Buffer>;
+  getNonce(path: string, noFollow: boolean): Promise<Buffer>;
   probe(path: string): Promise<RawProbe>;
   /** flock(2) with LOCK_NB (required): 0, or a negative errno. Synchronous. */
   flock(fd: number, operation: number): number;

@@ -170,6 +170,14 @@ function explain(code: string, syscall: string | undefined, ioctl: string | unde
       return undefined;
     case 'ENODATA':
       return { meaning: 'the file is not encrypted' };
+    case 'ELOOP':
+      if (syscall === 'open') {
+        return {
+          meaning: 'the path is a symbolic link, which noFollow does not follow (or it resolves through too many symbolic links)',
+          remedy: 'pass the path of the file or directory itself; follow a link only if no one else can replace it',
+        };
+      }
+      return undefined;
     case 'ENOTDIR':
       return { meaning: 'not a directory: an encryption policy can only be set on a directory' };
     case 'ENOPKG':

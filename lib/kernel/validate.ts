@@ -23,6 +23,39 @@ export function assertPath(path: unknown, what = 'path'): asserts path is string
   }
 }
 
+export interface OpenOptions {
+  /**
+   * Do not follow a symbolic link in the last component of the path
+   * (O_NOFOLLOW): a link fails with ELOOP instead of being followed, so a
+   * name that was checked cannot be swapped for a link to somewhere else.
+   * Links in earlier components are still followed.
+   */
+  noFollow?: boolean;
+}
+
+const OPEN_OPTION_KEYS: ReadonlySet<string> = new Set(['noFollow']);
+
+/**
+ * The options of a call that opens a path. Unknown keys are refused: a
+ * misspelt `nofollow` silently following links would defeat its purpose.
+ */
+export function parseOpenOptions(options: unknown): { noFollow: boolean } {
+  if (options === undefined) return { noFollow: false };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw FscryptError.invalidArgument(`options must be an object such as { noFollow: true }, got ${describe(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!OPEN_OPTION_KEYS.has(key)) {
+      throw FscryptError.invalidArgument(`unknown option ${describeName(key)}; the only option is noFollow`);
+    }
+  }
+  const { noFollow } = options as OpenOptions;
+  if (noFollow !== undefined && typeof noFollow !== 'boolean') {
+    throw FscryptError.invalidArgument(`options.noFollow must be a boolean, got ${describe(noFollow)}`);
+  }
+  return { noFollow: noFollow === true };
+}
+
 /** A raw master key: 16 to 64 bytes (use 64 random bytes for AES-256 policies). */
 export function assertKey(key: unknown): asserts key is Uint8Array {
   if (!(key instanceof Uint8Array)) {

@@ -6,11 +6,7 @@
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { FscryptError, isWithin, readMountInfo, type MountInfo } from '../kernel/index.js';
-
-// Not in fs.constants. Opens a name without opening the file (no ENOKEY on a
-// locked encrypted file, no blocking on a FIFO); value for x86-64 and arm64.
-const O_PATH = 0o10000000;
+import { FscryptError, isWithin, OPEN_FLAGS, readMountInfo, type MountInfo } from '../kernel/index.js';
 
 export interface FsLocation {
   /** The kernel's canonical path (symlinks resolved, as mount(2) resolves them). */
@@ -47,7 +43,9 @@ export function pathOnFilesystem(path: string, mount: MountInfo): string {
  * directory of which filesystem it is. ENOENT if it does not exist.
  */
 export async function locate(path: string, mounts?: MountInfo[]): Promise<FsLocation> {
-  const handle = await open(path, O_PATH);
+  // O_PATH opens the name without opening the file (no ENOKEY on a locked
+  // encrypted file, no blocking on a FIFO); fs.constants lacks it.
+  const handle = await open(path, OPEN_FLAGS.O_PATH);
   try {
     const resolved = await readlink(`/proc/self/fd/${handle.fd}`);
     const id = mountIdOfFd(handle.fd);
