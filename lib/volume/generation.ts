@@ -74,13 +74,13 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
   await step('prepare:dir-created', options);
 
   const policy = defaultPolicy(record.identifier);
-  await setPolicy(dir, policy);
+  await setPolicy(dir, policy, { noFollow: true });
   await step('prepare:policy-set', options);
 
   checkProbeFile(dir);
   await step('prepare:probe-file-checked', options);
 
-  const actual = await getPolicy(dir);
+  const actual = await getPolicy(dir, { noFollow: true });
   if (actual === null || !samePolicy(actual, policy)) {
     throw new FscryptError(`the policy read back from ${dir} is not the one set; refusing to use it`, { code: 'ERR_UNSAFE_PATH', path: dir });
   }

@@ -68,7 +68,7 @@ export async function locate(path: string, mounts?: MountInfo[]): Promise<FsLoca
 export function isMountPoint(path: string): boolean {
   if (path === '/') return true;
   const ids = [path, posix.join(path, '..')].map((p) => {
-    const fd = openSync(p, O_PATH | constants.O_NOFOLLOW);
+    const fd = openSync(p, OPEN_FLAGS.O_PATH | constants.O_NOFOLLOW);
     try {
       return mountIdOfFd(fd);
     } finally {

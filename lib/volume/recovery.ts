@@ -63,7 +63,7 @@ async function unfinishedGeneration(dir: string, identifier: string): Promise<'a
   const stat = lstatSync(dir, { throwIfNoEntry: false });
   if (stat === undefined) return 'absent';
   if (!stat.isDirectory()) return 'foreign';
-  const policy = await getPolicy(dir);
+  const policy = await getPolicy(dir, { noFollow: true });
   const entries = await readdir(dir);
   if (policy === null) return entries.length === 0 ? 'empty-plain' : 'foreign';
   if (policy.version !== 2 || policy.identifier !== identifier) return 'foreign';

@@ -12,7 +12,7 @@ export async function volumeDirectoryProblem(volume: Pick<Volume, 'path' | 'iden
   const stat = lstatSync(volume.path, { throwIfNoEntry: false });
   if (stat === undefined) return 'it is missing';
   if (!stat.isDirectory()) return 'it is not a directory (a symlink?)';
-  const policy = await getPolicy(volume.path);
+  const policy = await getPolicy(volume.path, { noFollow: true });
   if (policy === null) return 'it is not encrypted (its encryption policy is missing)';
   if (!samePolicy(policy, defaultPolicy(volume.identifier))) return 'its encryption policy is not the one the metadata records';
   return undefined;
