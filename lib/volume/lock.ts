@@ -15,7 +15,7 @@ import { asFscryptError, FscryptError, isFscryptError } from '../kernel/index.js
 import { step, type HookOptions, type StepName, type Volume } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
 import { isBindOf, mountAt, unmount } from './mounts.js';
-import { withVolumeLock } from './hook-lock.js';
+import { asHookError, withVolumeLock } from './hook-lock.js';
 import { currentRecord, isCurrent, stillPublished } from './current-volume.js';
 import { lockOrphanedTarget } from './lock-orphan.js';
 import { readSlotState, writeSlotState, type SlotState } from './slot-state.js';
@@ -47,7 +47,7 @@ export async function lock(volume: Volume, target: string, options: HookOptions 
     throw FscryptError.invalidArgument(`lock needs the target to unpublish (an absolute path), got ${JSON.stringify(target)}; to lock a volume as an admin, call adminLock`);
   }
   const gone = await slotGone(volume.slot);
-  if (gone) return lockOrphanedTarget(volume, target, gone, options);
+  if (gone) return asHookError(() => lockOrphanedTarget(volume, target, gone, options));
   return withVolumeLock(volume, options, async () => {
     const state = await readSlotState(volume.slot);
     if (!isCurrent(state, volume)) return lockStale(volume, state, target, options);
