@@ -2,18 +2,26 @@
 // passphrase in lib/keys is held in a Buffer from allocSecret(), which has its
 // own ArrayBuffer (never a slice of Node's shared 8 KiB pool, where a copy
 // could outlive the wipe), and is zeroed in a `finally` by its owner.
+//
+// That ArrayBuffer is made explicitly, outside the V8 heap. A typed array of
+// up to 64 bytes created by length (`new Uint8Array(32)`, and so
+// Buffer.allocUnsafeSlow(32)) keeps its bytes *inside* the V8 heap: the
+// garbage collector copies it whenever it moves the object, and the first
+// time native code needs its address V8 copies it out again; every such copy
+// left behind is unreachable and cannot be wiped. An ArrayBuffer's backing
+// store never moves (test/keys-memory.test.ts finds the difference).
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { FscryptError } from '../kernel/index.js';
 
 /** A zero-filled Buffer with its own memory, outside Node's Buffer pool. */
 export function allocSecret(size: number): Buffer {
-  return Buffer.allocUnsafeSlow(size).fill(0);
+  return Buffer.from(new ArrayBuffer(size)); // zero-filled by V8
 }
 
 /** A copy of `bytes` in a fresh secret Buffer. */
 export function copySecret(bytes: Uint8Array): Buffer {
-  const copy = Buffer.allocUnsafeSlow(bytes.length);
+  const copy = allocSecret(bytes.length);
   copy.set(bytes);
   return copy;
 }
