@@ -28,6 +28,7 @@ import {
   type ProtectorInfo,
 } from './slot-records.js';
 import { providerFor, type KeySourceProvider, type ProtectorRecord } from './sources/index.js';
+import { processWarning, type KeysWarningHandler } from './warnings.js';
 import { keyDescriptor, POLICY_KEY_SIZE, PROTECTOR_KEY_SIZE } from './wrap.js';
 
 /** A fresh policy key: 64 bytes from the CSPRNG, in a Buffer outside Node's pool. */
@@ -48,17 +49,30 @@ function checkName(name: unknown): string {
   return name;
 }
 
+export interface SlotKeysOptions {
+  /**
+   * Receives what is wrong but does not stop the operation (warnings.ts): a
+   * KEK file others can read, a text KEK opening an old protector, another
+   * user's entry in a shared metadata directory that was ignored. Default: a
+   * process warning, once per message.
+   */
+  onWarning?: KeysWarningHandler;
+}
+
 export class SlotKeys {
   /** The slot root (absolute). */
   readonly root: string;
   readonly #records: SlotRecords;
+  readonly #warn: KeysWarningHandler;
 
-  constructor(root: string) {
+  constructor(root: string, options: SlotKeysOptions = {}) {
     if (typeof root !== 'string' || root.length === 0 || root.includes('\0')) {
       throw FscryptError.invalidArgument('a slot root must be a non-empty path');
     }
+    if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw FscryptError.invalidArgument('onWarning must be a function');
     this.root = resolve(root);
-    this.#records = new SlotRecords(new MetadataStore(this.root));
+    this.#warn = options.onWarning ?? processWarning;
+    this.#records = new SlotRecords(new MetadataStore(this.root), this.#warn);
   }
 
   /** Creates a protector with a new random protector key under `source`. */
@@ -74,7 +88,7 @@ export class SlotKeys {
    */
   async createAndOpenProtector(source: KeySourceSpec, options: { name: string }): Promise<OpenProtector> {
     const name = checkName(options?.name);
-    const provider = providerFor(checkKeySource(source));
+    const provider = providerFor(checkKeySource(source), this.#warn);
     try {
       return await withMetadataLock(this.root, PROTECTORS_LOCK, async () => {
         const storage = storageOf(provider.source);
@@ -107,7 +121,7 @@ export class SlotKeys {
    * must have exactly one protector of the source's kind.
    */
   async openProtector(source: KeySourceSpec, descriptor?: string): Promise<OpenProtector> {
-    const provider = providerFor(checkKeySource(source));
+    const provider = providerFor(checkKeySource(source), this.#warn);
     try {
       const record = await this.#resolve(provider, descriptor);
       const key = await this.#unseal(provider, record);
@@ -175,8 +189,8 @@ export class SlotKeys {
    * (descriptor, policies, data). Crash-safe and resumable: see rotation.ts.
    */
   async rotate(oldSource: KeySourceSpec, newSource: KeySourceSpec, descriptor?: string): Promise<ProtectorInfo> {
-    const oldProvider = providerFor(checkKeySource(oldSource));
-    const newProvider = providerFor(checkKeySource(newSource));
+    const oldProvider = providerFor(checkKeySource(oldSource), this.#warn);
+    const newProvider = providerFor(checkKeySource(newSource), this.#warn);
     try {
       const ctx: RotationContext = {
         records: this.#records,
