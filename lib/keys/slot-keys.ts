@@ -72,7 +72,15 @@ export class SlotKeys {
     if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw FscryptError.invalidArgument('onWarning must be a function');
     this.root = resolve(root);
     this.#warn = options.onWarning ?? processWarning;
-    this.#records = new SlotRecords(new MetadataStore(this.root), this.#warn);
+    const warn = this.#warn;
+    const store = new MetadataStore(this.root, ({ path, reason }) =>
+      warn({
+        code: 'FSCRYPT_LOCAL_IGNORED_ENTRY',
+        path,
+        message: `ignored '${path}': ${reason}. It is not metadata of this slot (the directory is shared, as \`fscrypt setup --all-users\` makes it, or it was tampered with); fscrypt-local never reads it. Remove it once you know where it came from`,
+      }),
+    );
+    this.#records = new SlotRecords(store, warn);
   }
 
   /** Creates a protector with a new random protector key under `source`. */
@@ -154,7 +162,7 @@ export class SlotKeys {
 
   async hasPolicy(identifier: string): Promise<boolean> {
     const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
-    return this.#records.store.exists(this.#records.policyPath(id));
+    return this.#records.store.owns(this.#records.policyPath(id));
   }
 
   /**
@@ -223,10 +231,13 @@ export class SlotKeys {
       }
       return record;
     }
-    const candidates = (await this.#records.listProtectors(storage)).filter((r) => sourceOf(r) === provider.source);
+    const { records, ignored } = await this.#records.listProtectorsAndIgnored(storage);
+    const candidates = records.filter((r) => sourceOf(r) === provider.source);
     if (candidates.length === 1) return candidates[0]!;
     if (candidates.length === 0) {
-      throw new FscryptError(`slot '${this.root}' has no ${provider.source} protector for ${provider.description}; create one first`, { code: 'ERR_STATE' });
+      const first = ignored[0];
+      const skipped = first === undefined ? '' : ` (ignored ${ignored.length} entr${ignored.length === 1 ? 'y' : 'ies'} that ${ignored.length === 1 ? 'is' : 'are'} not ours, e.g. '${first.path}': ${first.reason})`;
+      throw new FscryptError(`slot '${this.root}' has no ${provider.source} protector for ${provider.description}${skipped}; create one first`, { code: 'ERR_STATE' });
     }
     throw new FscryptError(
       `slot '${this.root}' has ${candidates.length} ${provider.source} protectors (${candidates.map((r) => r.data.descriptor).join(', ')}); name the one to open by its descriptor`,

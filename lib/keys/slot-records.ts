@@ -18,7 +18,7 @@ import {
   MAX_KMS_RECORD_SIZE,
   type PolicyData,
 } from './metadata-format.js';
-import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, protectorTag } from './metadata-store.js';
+import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, protectorTag, type IgnoredEntry } from './metadata-store.js';
 import type { ProtectorRecord, ProtectorSource } from './sources/provider.js';
 import { processWarning, type KeysWarningHandler } from './warnings.js';
 
@@ -117,15 +117,21 @@ export class SlotRecords {
     return record;
   }
 
-  /** Every protector record of one storage. */
+  /** Every protector record of one storage (entries not ours are skipped: MetadataStore.listOwned). */
   async listProtectors(storage: RecordStorage): Promise<ProtectorRecord[]> {
+    return (await this.listProtectorsAndIgnored(storage)).records;
+  }
+
+  /** listProtectors, and the entries it skipped. */
+  async listProtectorsAndIgnored(storage: RecordStorage): Promise<{ records: ProtectorRecord[]; ignored: IgnoredEntry[] }> {
     const dir = storage === 'kms' ? this.store.layout.kmsProtectorsDir : this.store.layout.protectorsDir;
     const records: ProtectorRecord[] = [];
-    for (const name of await this.store.list(dir, PROTECTOR_FILE_NAME)) {
+    const { names, ignored } = await this.store.listOwned(dir, PROTECTOR_FILE_NAME);
+    for (const name of names) {
       const record = await this.readProtector(storage, name);
       if (record !== null) records.push(record);
     }
-    return records;
+    return { records, ignored };
   }
 
   async writeProtector(record: ProtectorRecord): Promise<void> {
@@ -156,8 +162,9 @@ export class SlotRecords {
     return data;
   }
 
+  /** Identifiers of the policy files that may be ours (MetadataStore.listOwned). */
   async listPolicyIdentifiers(): Promise<string[]> {
-    return this.store.list(this.store.layout.policiesDir, POLICY_FILE_NAME);
+    return (await this.store.listOwned(this.store.layout.policiesDir, POLICY_FILE_NAME)).names;
   }
 
   async writePolicy(data: PolicyData): Promise<void> {
