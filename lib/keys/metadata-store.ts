@@ -457,6 +457,20 @@ export class MetadataStore {
   }
 
   /**
+   * The tags of the files in keys/tmp or keys/erase (names are
+   * `<kind>.<id>.<random>[.tmp]`, tag `<kind>.<id>`), each once.
+   */
+  async leftoverTags(which: 'tmp' | 'erase'): Promise<{ tag: string; id: string }[]> {
+    const dir = which === 'tmp' ? this.layout.tmpDir : this.layout.eraseDir;
+    const seen = new Map<string, string>();
+    for (const name of await this.list(dir, /^(?:policy|protector)\.[0-9a-f]+\./)) {
+      const [kind, id] = name.split('.') as [string, string];
+      seen.set(`${kind}.${id}`, id);
+    }
+    return [...seen].map(([tag, id]) => ({ tag, id }));
+  }
+
+  /**
    * Crypto-erases the leftovers of one metadata file (`tag`): its files in
    * erase/, and its temp files (a crashed write). Only its own: a sweep must
    * not erase a file another call, holding another file's lock, has just

@@ -11,11 +11,12 @@ import { inspect } from 'node:util';
 import { FscryptError } from '../kernel/index.js';
 import { checkKeySource, type KeySourceSpec } from './key-source.js';
 import { badMetadata } from './metadata-format.js';
-import { MetadataStore, policyTag, PROTECTORS_LOCK, withMetadataLock } from './metadata-store.js';
+import { eraseFile, MetadataStore, policyTag, protectorTag, PROTECTORS_LOCK, withMetadataLock } from './metadata-store.js';
 import { OpenSlotProtector, type OpenProtector } from './open-protector.js';
 import { rotateProtector, type RotationContext } from './rotation.js';
 import { allocSecret, wipe } from './secret.js';
 import {
+  encodeProtector,
   normalizeHex,
   POLICY_IDENTIFIER,
   policyInfo,
@@ -41,6 +42,24 @@ const SOURCE_KIND: Readonly<Record<ProtectorInfo['source'], KeySourceSpec['kind'
   custom_passphrase: 'passphrase',
   kms: 'kms',
 };
+
+/** The durable steps of creating a protector, in order (crash tests kill the process after each). */
+export type CreationStep = 'sealed' | 'dirs-made' | 'staged' | 'committed';
+
+type CreationHook = (step: CreationStep) => void | Promise<void>;
+let creationHook: CreationHook | undefined;
+
+/**
+ * For crash tests only: called after each step of every protector creation
+ * in this process. Not exported from the package.
+ */
+export function setCreationStepHook(hook: CreationHook | undefined): void {
+  creationHook = hook;
+}
+
+async function creationStep(step: CreationStep): Promise<void> {
+  if (creationHook !== undefined) await creationHook(step);
+}
 
 function checkName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 256 || /[\p{Cc}]/u.test(name)) {
@@ -93,6 +112,12 @@ export class SlotKeys {
   /**
    * createProtector(), returning it already open: saves a second key-source
    * round trip (an Argon2 run, a KMS call) when the caller needs it at once.
+   *
+   * Crash-safe: the record is staged in keys/tmp, fsynced, then renamed into
+   * place. A process killed after staging leaves a temp file holding P
+   * wrapped under the key source, for a protector that never came to be and
+   * that nothing would ever name again; the next creation in the slot (so the
+   * next init-slot) crypto-erases such orphans first (#sweepOrphanProtectors).
    */
   async createAndOpenProtector(source: KeySourceSpec, options: { name: string }): Promise<OpenProtector> {
     const name = checkName(options?.name);
@@ -106,14 +131,25 @@ export class SlotKeys {
           const descriptor = keyDescriptor(key);
           // The key source first: if it fails, the slot is left exactly as it was.
           const record = await provider.seal(key, { descriptor, name });
+          await creationStep('sealed');
           if (storage === 'fscrypt') await store.ensureFscryptDirs();
           else await store.ensureLocalDirs();
-          if (await store.exists(this.#records.protectorPath(storage, descriptor))) {
+          await creationStep('dirs-made');
+          await this.#sweepOrphanProtectors();
+          const path = this.#records.protectorPath(storage, descriptor);
+          if (await store.exists(path)) {
             throw new FscryptError(`protector ${descriptor} already exists in slot '${this.root}'`, { code: 'EEXIST' });
           }
-          await this.#records.writeProtector(record);
-          const opened = new OpenSlotProtector(this.#records, key, protectorInfo(record));
-          return opened;
+          const staged = await store.stage(protectorTag(descriptor), encodeProtector(record));
+          await creationStep('staged');
+          try {
+            await store.commit(staged, path);
+          } catch (error) {
+            await eraseFile(staged).catch(() => undefined); // the next creation's sweep retries
+            throw error;
+          }
+          await creationStep('committed');
+          return new OpenSlotProtector(this.#records, key, protectorInfo(record));
         } catch (error) {
           wipe(key);
           throw error;
@@ -122,6 +158,46 @@ export class SlotKeys {
     } finally {
       provider.close();
     }
+  }
+
+  /**
+   * Crypto-erases temp files of protectors that have no record in either
+   * storage: creations killed between staging and the rename. Runs under
+   * the protectors lock, so no creation or rotation of this process is
+   * under way, and never touches a temp file of an existing protector (an
+   * interrupted rotation's, which its next run needs to clean up in order).
+   * Returns how many it erased.
+   */
+  async #sweepOrphanProtectors(): Promise<number> {
+    const { store } = this.#records;
+    let erased = 0;
+    for (const { tag, id } of await store.leftoverTags('tmp')) {
+      if (!tag.startsWith('protector.') || !PROTECTOR_DESCRIPTOR.test(id)) continue;
+      if ((await store.exists(this.#records.protectorPath('fscrypt', id))) || (await store.exists(this.#records.protectorPath('kms', id)))) continue;
+      erased += await store.sweep(tag);
+    }
+    return erased;
+  }
+
+  /**
+   * Finishes what interrupted writes left in keys/tmp and keys/erase: temp
+   * files of crashed writes and creations, old records of a rotation, earlier
+   * versions of rewritten policies, policies half crypto-erased. Each file's
+   * leftovers are erased under that file's lock, as the next operation on it
+   * would (so, within this process, never under an operation in flight).
+   * Across processes it relies on the caller holding the slot (lib/volume's
+   * slot lock, as reconcile does): another process's rotation or write in
+   * flight would lose its staged file. Returns how many files it erased.
+   */
+  async sweepLeftovers(): Promise<number> {
+    const { store } = this.#records;
+    const tags = new Set((await Promise.all([store.leftoverTags('tmp'), store.leftoverTags('erase')])).flat().map((l) => l.tag));
+    let erased = 0;
+    for (const tag of [...tags].sort()) {
+      const lock = tag.startsWith('protector.') ? PROTECTORS_LOCK : tag;
+      erased += await withMetadataLock(this.root, lock, () => store.sweep(tag));
+    }
+    return erased;
   }
 
   /**

@@ -18,7 +18,7 @@ import {
   MAX_KMS_RECORD_SIZE,
   type PolicyData,
 } from './metadata-format.js';
-import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, protectorTag, type IgnoredEntry } from './metadata-store.js';
+import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, type IgnoredEntry } from './metadata-store.js';
 import type { ProtectorRecord, ProtectorSource } from './sources/provider.js';
 import { processWarning, type KeysWarningHandler } from './warnings.js';
 
@@ -132,11 +132,6 @@ export class SlotRecords {
       if (record !== null) records.push(record);
     }
     return { records, ignored };
-  }
-
-  async writeProtector(record: ProtectorRecord): Promise<void> {
-    const path = this.protectorPath(record.storage, record.data.descriptor);
-    await this.store.writeAtomic(path, protectorTag(record.data.descriptor), encodeProtector(record));
   }
 
   /** A policy file, or null when there is none. */
