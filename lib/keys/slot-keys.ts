@@ -9,6 +9,7 @@ import { randomFillSync } from 'node:crypto';
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { FscryptError } from '../kernel/index.js';
+import { checkSlotMetadata, type MetadataProblem } from './check.js';
 import { checkKeySource, type KeySourceSpec } from './key-source.js';
 import { badMetadata } from './metadata-format.js';
 import { eraseFile, MetadataStore, policyTag, protectorTag, PROTECTORS_LOCK, withMetadataLock } from './metadata-store.js';
@@ -242,12 +243,20 @@ export class SlotKeys {
   }
 
   /**
-   * Crypto-erases a policy file: moved out of .fscrypt atomically, its blocks
-   * overwritten in place with random bytes, fsynced, unlinked, the directory
-   * fsynced; leftovers of interrupted writes of the same policy go too.
-   * Idempotent: an absent policy is fine. (Removing the key from the kernel
-   * is the caller's part: lib/volume's erase.)
+   * Checks, without the key source, that the protector `descriptor` and the
+   * policies `identifiers` (what a slot's state names) exist, parse and fit
+   * together: every policy wrapped under that protector, with the options
+   * fscrypt-local makes. Returns the problems found, [] for a slot that
+   * should unlock; reads only. A wrapped key that fails authentication is
+   * only found with the key (openProtector, unwrapPolicyKey). See check.ts.
    */
+  async check(descriptor: string, identifiers: string[] = []): Promise<MetadataProblem[]> {
+    const d = normalizeHex(descriptor, PROTECTOR_DESCRIPTOR, 'protector descriptor');
+    if (!Array.isArray(identifiers)) throw FscryptError.invalidArgument('policy identifiers must be an array');
+    const ids = [...new Set(identifiers.map((id) => normalizeHex(id, POLICY_IDENTIFIER, 'policy identifier')))];
+    return checkSlotMetadata(this.#records, d, ids);
+  }
+
   /**
    * Warms the cache for reading, adding to or destroying these policies
    * (MetadataStore.prefetch): a hook calls it while it waits for its lock.
@@ -258,6 +267,13 @@ export class SlotKeys {
     await this.#records.store.prefetch(ids.map((id) => this.#records.policyPath(id)));
   }
 
+  /**
+   * Crypto-erases a policy file: moved out of .fscrypt atomically, its blocks
+   * overwritten in place with random bytes, fsynced, unlinked, the directory
+   * fsynced; leftovers of interrupted writes of the same policy go too.
+   * Idempotent: an absent policy is fine. (Removing the key from the kernel
+   * is the caller's part: lib/volume's erase.)
+   */
   async destroyPolicy(identifier: string): Promise<void> {
     const id = normalizeHex(identifier, POLICY_IDENTIFIER, 'policy identifier');
     const tag = policyTag(id);
