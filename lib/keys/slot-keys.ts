@@ -100,7 +100,7 @@ export class SlotKeys {
         message: `ignored '${path}': ${reason}. It is not metadata of this slot (the directory is shared, as \`fscrypt setup --all-users\` makes it, or it was tampered with); fscrypt-local never reads it. Remove it once you know where it came from`,
       }),
     );
-    this.#records = new SlotRecords(store, warn);
+    this.#records = new SlotRecords(store);
   }
 
   /** Creates a protector with a new random protector key under `source`. */

@@ -20,7 +20,6 @@ import {
 } from './metadata-format.js';
 import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, type IgnoredEntry } from './metadata-store.js';
 import type { ProtectorRecord, ProtectorSource } from './sources/provider.js';
-import { processWarning, type KeysWarningHandler } from './warnings.js';
 
 /** A protector as `list` and `inspect` show it: never a secret. */
 export interface ProtectorInfo {
@@ -86,10 +85,7 @@ export const PROTECTOR_DESCRIPTOR = PROTECTOR_FILE_NAME;
 export const POLICY_IDENTIFIER = POLICY_FILE_NAME;
 
 export class SlotRecords {
-  constructor(
-    readonly store: MetadataStore,
-    readonly warn: KeysWarningHandler = processWarning,
-  ) {}
+  constructor(readonly store: MetadataStore) {}
 
   get root(): string {
     return this.store.layout.root;
