@@ -117,30 +117,59 @@ t.test('protector file: copied under another descriptor\'s name', async (t) => {
   t.match(await rejection(f.slot.openProtector(f.spec, '0123456789abcdef')), { code: 'ERR_BAD_METADATA' });
 });
 
-t.test('protector file: symlink, FIFO, directory, loose mode, foreign owner', async (t) => {
+/**
+ * An entry that cannot be a file of ours (a symlink, a FIFO, a directory,
+ * another owner's file) is skipped by listings (issue 7 #7: in a directory
+ * others can write, it must not block the slot), so opening by kind finds no
+ * protector and says what it ignored; named by its descriptor it is refused
+ * as damaged, without being opened. Nothing changes either way.
+ */
+async function protectorSkipped(t: Test, f: Fixture, reason: RegExp): Promise<void> {
+  const before = await snapshotTree(f.root);
+  const warnings: string[] = [];
+  const slot = new SlotKeys(f.root, { onWarning: (w) => warnings.push(w.message) });
+  t.same(await slot.listProtectors(), [], 'not listed');
+  t.match(warnings, [new RegExp(`ignored '${f.protectorFile}': ${reason.source}`)], 'and the warning says why');
+  for (const [what, run] of [
+    ['openProtector', () => slot.openProtector(f.spec)],
+    ['rotate', () => slot.rotate(f.spec, f.spec)],
+  ] as const) {
+    t.match(await rejection(run()), { code: 'ERR_STATE', message: new RegExp(`no raw_key protector .*ignored 1 entry that is not ours, e.g. '${f.protectorFile}': ${reason.source}`) }, what);
+  }
+  for (const [what, run] of [
+    ['openProtector(descriptor)', () => slot.openProtector(f.spec, f.descriptor)],
+    ['rotate(descriptor)', () => slot.rotate(f.spec, f.spec, f.descriptor)],
+  ] as const) {
+    t.match(await rejection(run()), { code: 'ERR_BAD_METADATA', path: f.protectorFile, message: reason }, what);
+  }
+  t.same(await snapshotTree(f.root), before, 'nothing modified');
+}
+
+t.test('protector file: symlink, FIFO, directory and foreign owner are skipped; a loose mode is refused', async (t) => {
   let f = await fixture(t);
   const elsewhere = join(fs.mountpoint, `elsewhere-${n}`);
   await rename(f.protectorFile, elsewhere);
   await symlink(elsewhere, f.protectorFile);
-  await protectorRefused(t, f, 'ERR_BAD_METADATA', /it is a symbolic link/);
+  await protectorSkipped(t, f, /it is a symbolic link/);
 
   f = await fixture(t);
   await rm(f.protectorFile);
   execFileSync('mkfifo', ['-m', '600', f.protectorFile]);
-  await protectorRefused(t, f, 'ERR_BAD_METADATA', /not a regular file/);
+  await protectorSkipped(t, f, /it is not a regular file/);
 
   f = await fixture(t);
   await rm(f.protectorFile);
   await mkdir(f.protectorFile);
-  await protectorRefused(t, f, 'ERR_BAD_METADATA', /not a regular file/);
-
-  f = await fixture(t);
-  await chmod(f.protectorFile, 0o666);
-  await protectorRefused(t, f, 'ERR_BAD_METADATA', /writable by other users \(mode 666\)/);
+  await protectorSkipped(t, f, /it is not a regular file/);
 
   f = await fixture(t);
   await chown(f.protectorFile, 1000, 1000);
-  await protectorRefused(t, f, 'ERR_BAD_METADATA', /owned by uid 1000/);
+  await protectorSkipped(t, f, /it is owned by uid 1000, not root/);
+
+  // Root's own file with a mode others could write through: ours, damaged.
+  f = await fixture(t);
+  await chmod(f.protectorFile, 0o666);
+  await protectorRefused(t, f, 'ERR_BAD_METADATA', /writable by other users \(mode 666\)/);
 });
 
 t.test('metadata directories: a symlinked .fscrypt or a world-writable protectors dir is unsafe', async (t) => {

@@ -1,7 +1,9 @@
 // lib/keys: the key hierarchy (key source -> protector key -> policy keys)
 // and its on-disk metadata, in google/fscrypt's format. See docs/keys.md.
 export { checkKeySource, describeKeySource, parseKeySource, type Argon2Costs, type KeySourceSpec } from './key-source.js';
-export { newPolicyKey, SlotKeys } from './slot-keys.js';
+export { newPolicyKey, SlotKeys, type SlotKeysOptions } from './slot-keys.js';
+export type { MetadataProblem } from './check.js';
+export type { KeysWarning, KeysWarningCode, KeysWarningHandler } from './warnings.js';
 export { allocSecret, wipe } from './secret.js';
 export { POLICY_OPTIONS, type OpenProtector } from './open-protector.js';
 export type { PolicyInfo, ProtectorInfo } from './slot-records.js';

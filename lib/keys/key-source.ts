@@ -23,26 +23,30 @@ const USAGE = "a key source is 'file:PATH', 'passphrase:PATH' or 'kms:SOCKET' (S
 /**
  * Parses 'file:PATH', 'passphrase:PATH' or 'kms:SOCKET'. SOCKET is an
  * absolute path, 'unix:///path', or 'unix:///@name' for an abstract socket.
- * The error never repeats the text: a passphrase pasted by mistake must not
- * end up in a log.
+ *
+ * No error repeats any part of the text, not even a few characters of an
+ * unknown kind, nor its length: a passphrase or key pasted where a spec
+ * belongs must not reach a terminal or a log. Each error says which rule the
+ * text broke, in words of our own.
  */
 export function parseKeySource(text: string): KeySourceSpec {
   if (typeof text !== 'string') throw FscryptError.invalidArgument(`${USAGE}; got ${typeof text}`);
   const colon = text.indexOf(':');
-  const kind = colon < 0 ? '' : text.slice(0, colon);
-  const rest = colon < 0 ? '' : text.slice(colon + 1);
-  if (rest.includes('\0')) throw FscryptError.invalidArgument(`${USAGE}; the path must not contain a NUL byte`);
+  if (colon < 0) throw FscryptError.invalidArgument(`${USAGE}; the text has no kind (nothing before a ':')`);
+  const kind = text.slice(0, colon);
+  const rest = text.slice(colon + 1);
   switch (kind) {
     case 'file':
     case 'passphrase':
       if (rest.length === 0) throw FscryptError.invalidArgument(`${USAGE}; '${kind}:' needs a path`);
+      if (rest.includes('\0')) throw FscryptError.invalidArgument(`${USAGE}; the path must not contain a NUL byte`);
       return { kind, path: rest };
     case 'kms':
+      if (rest.includes('\0')) throw FscryptError.invalidArgument(`${USAGE}; the socket path must not contain a NUL byte`);
       return { kind: 'kms', socket: parseSocket(rest) };
     default:
-      throw FscryptError.invalidArgument(
-        `${USAGE}; got ${colon < 0 ? `a string of ${text.length} characters with no kind` : `the unknown kind ${JSON.stringify(kind.slice(0, 20))}`}`,
-      );
+      // Not even the kind is named: it may be the first half of a secret.
+      throw FscryptError.invalidArgument(`${USAGE}; the text before the first ':' is not one of these kinds (they are lower case)`);
   }
 }
 

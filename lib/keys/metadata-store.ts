@@ -110,6 +110,30 @@ function judgeDirectory(path: string, stat: Stats): void {
   if (stat.mode & 0o022 && !(stat.mode & 0o1000)) throw unsafe(path, 'it is writable by other users');
 }
 
+/** A metadata entry skipped because it is not ours, and why. */
+export interface IgnoredEntry {
+  path: string;
+  reason: string;
+}
+
+/**
+ * Why an entry of a metadata directory is not ours, or undefined when it may
+ * be. `fscrypt setup --all-users` makes .fscrypt/protectors and policies
+ * 01777, so any local user can put anything there: a file, a FIFO, a
+ * symlink, a hard link to someone else's file. Such an entry must neither
+ * block us (one bad file used to fail every listing, and so init-slot) nor
+ * ever be read as ours, so it is judged by lstat before anything opens it.
+ * A file we made is a regular file owned by root (or this process's user);
+ * nobody else can create one, and the sticky bit stops others from renaming
+ * or deleting ours.
+ */
+function foreignEntry(stat: Stats): string | undefined {
+  if (stat.isSymbolicLink()) return `it is a symbolic link owned by uid ${stat.uid}`;
+  if (!stat.isFile()) return `it is not a regular file (owned by uid ${stat.uid})`;
+  if (!trustedOwner(stat.uid)) return `it is owned by uid ${stat.uid}, not root`;
+  return undefined;
+}
+
 // Metadata calls are synchronous and flushes asynchronous: see durable-fs.ts.
 
 /** lstat, with a missing path as null. */
@@ -161,7 +185,11 @@ export function protectorTag(descriptor: string): string {
 export class MetadataStore {
   readonly layout: SlotLayout;
 
-  constructor(root: string) {
+  /** `onIgnored` hears of every entry skipped as not ours (list, owns, moveToErase). */
+  constructor(
+    root: string,
+    private readonly onIgnored: (entry: IgnoredEntry) => void = () => {},
+  ) {
     this.layout = slotLayout(root);
   }
 
@@ -245,9 +273,65 @@ export class MetadataStore {
     return names.filter((name) => pattern.test(name)).sort();
   }
 
-  /** True when a metadata file exists (whatever it holds). */
+  /**
+   * The entries of a shared metadata directory (.fscrypt/protectors,
+   * .fscrypt/policies, keys/protectors) matching `pattern` that may be ours,
+   * sorted, and those skipped (foreignEntry), each also told to onIgnored.
+   * A regular file of ours with more than one link is skipped too (a hard
+   * link makes another file, maybe root's, appear under a metadata name),
+   * unless every other link is in keys/erase/: those are ours, made while a
+   * rotation or a policy rewrite is under way or was interrupted.
+   */
+  async listOwned(dir: string, pattern: RegExp): Promise<{ names: string[]; ignored: IgnoredEntry[] }> {
+    const names: string[] = [];
+    const ignored: IgnoredEntry[] = [];
+    let eraseLinks: Map<string, number> | undefined;
+    for (const name of await this.list(dir, pattern)) {
+      const path = join(dir, name);
+      const stat = lstatOrNull(path);
+      if (stat === null) continue; // gone meanwhile
+      let reason = foreignEntry(stat);
+      if (reason === undefined && stat.nlink > 1) {
+        eraseLinks ??= this.eraseLinkCounts();
+        if (stat.nlink - 1 > (eraseLinks.get(`${stat.dev}:${stat.ino}`) ?? 0)) reason = `it has ${stat.nlink} hard links (another name elsewhere)`;
+      }
+      if (reason === undefined) {
+        names.push(name);
+      } else {
+        const entry = { path, reason };
+        ignored.push(entry);
+        this.onIgnored(entry);
+      }
+    }
+    return { names, ignored };
+  }
+
+  /** How many names in keys/erase/ each inode has. */
+  private eraseLinkCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    if (!this.checkChain(this.layout.eraseDir)) return counts;
+    for (const name of readdirSync(this.layout.eraseDir)) {
+      const stat = lstatOrNull(join(this.layout.eraseDir, name));
+      if (stat === null || !stat.isFile()) continue;
+      const key = `${stat.dev}:${stat.ino}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  /** True when a metadata file exists (whatever it holds, whoever made it): a name taken. */
   async exists(path: string): Promise<boolean> {
     return this.checkChain(dirname(path)) && lstatOrNull(path) !== null;
+  }
+
+  /** True when `path` is a file that may be ours (foreignEntry); another user's entry there is reported and is not. */
+  async owns(path: string): Promise<boolean> {
+    if (!this.checkChain(dirname(path))) return false;
+    const stat = lstatOrNull(path);
+    if (stat === null) return false;
+    const reason = foreignEntry(stat);
+    if (reason !== undefined) this.onIgnored({ path, reason });
+    return reason === undefined;
   }
 
   /**
@@ -257,6 +341,11 @@ export class MetadataStore {
    */
   async read(path: string, maxBytes: number): Promise<Buffer | null> {
     if (!this.checkChain(dirname(path))) return null;
+    // Judged before it is opened: another user's entry is never opened at all.
+    const entry = lstatOrNull(path);
+    if (entry === null) return null;
+    const foreign = foreignEntry(entry);
+    if (foreign !== undefined) throw badMetadata(path, foreign);
     let fd: number;
     try {
       // O_NONBLOCK: a FIFO planted here must not hang the reader.
@@ -334,6 +423,14 @@ export class MetadataStore {
     if (!this.checkChain(dirname(path))) return false;
     const stat = lstatOrNull(path);
     if (stat === null) return false;
+    // Another user's entry under the name (a policy's name is public once
+    // listed, so one can be planted after it is destroyed) is not ours to
+    // move or overwrite, and must not make the erase fail: left alone.
+    const foreign = foreignEntry(stat);
+    if (foreign !== undefined && !trustedOwner(stat.uid)) {
+      this.onIgnored({ path, reason: foreign });
+      return false;
+    }
     // Only files are metadata; erase/ must never receive a directory tree.
     if (stat.isDirectory()) throw badMetadata(path, 'it is a directory');
     await this.ensureLocalDirs();
@@ -357,6 +454,20 @@ export class MetadataStore {
     await this.ensureLocalDirs();
     linkSync(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     await fsyncDirectory(this.layout.eraseDir);
+  }
+
+  /**
+   * The tags of the files in keys/tmp or keys/erase (names are
+   * `<kind>.<id>.<random>[.tmp]`, tag `<kind>.<id>`), each once.
+   */
+  async leftoverTags(which: 'tmp' | 'erase'): Promise<{ tag: string; id: string }[]> {
+    const dir = which === 'tmp' ? this.layout.tmpDir : this.layout.eraseDir;
+    const seen = new Map<string, string>();
+    for (const name of await this.list(dir, /^(?:policy|protector)\.[0-9a-f]+\./)) {
+      const [kind, id] = name.split('.') as [string, string];
+      seen.set(`${kind}.${id}`, id);
+    }
+    return [...seen].map(([tag, id]) => ({ tag, id }));
   }
 
   /**

@@ -3,7 +3,8 @@
 // and no key-source call per volume. P lives in a secret Buffer until close().
 import { timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
-import { defaultPolicy, ENCRYPTION_MODES, FscryptError, keyIdentifier } from '../kernel/index.js';
+import { defaultPolicy, ENCRYPTION_MODES, FscryptError } from '../kernel/index.js';
+import { policyKeyIdentifier } from './hkdf.js';
 import { badMetadata, type PolicyData } from './metadata-format.js';
 import { policyTag, withMetadataLock } from './metadata-store.js';
 import { normalizeHex, POLICY_IDENTIFIER, policyInfo, type PolicyInfo, type ProtectorInfo, type SlotRecords } from './slot-records.js';
@@ -76,7 +77,7 @@ export class OpenSlotProtector implements OpenProtector {
       );
     }
     this.key();
-    const identifier = keyIdentifier(policyKey);
+    const identifier = policyKeyIdentifier(policyKey);
     return withMetadataLock(this.root, policyTag(identifier), async () => {
       const key = this.key();
       await this.records.store.ensureFscryptDirs();
@@ -137,7 +138,7 @@ export class OpenSlotProtector implements OpenProtector {
     }
     const policyKey = unwrapKey(this.key(), entry.wrappedKey);
     if (policyKey === null) throw badMetadata(path, `the key wrapped under protector ${this.descriptor} fails authentication`);
-    const actual = data.options.policyVersion === 2 ? keyIdentifier(policyKey) : keyDescriptor(policyKey);
+    const actual = data.options.policyVersion === 2 ? policyKeyIdentifier(policyKey) : keyDescriptor(policyKey);
     if (actual !== id) {
       wipe(policyKey);
       throw badMetadata(path, `the key wrapped under protector ${this.descriptor} is not the key of policy ${id}`);

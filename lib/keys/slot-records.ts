@@ -18,7 +18,7 @@ import {
   MAX_KMS_RECORD_SIZE,
   type PolicyData,
 } from './metadata-format.js';
-import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, protectorTag } from './metadata-store.js';
+import { MetadataStore, POLICY_FILE_NAME, PROTECTOR_FILE_NAME, policyTag, type IgnoredEntry } from './metadata-store.js';
 import type { ProtectorRecord, ProtectorSource } from './sources/provider.js';
 
 /** A protector as `list` and `inspect` show it: never a secret. */
@@ -113,20 +113,21 @@ export class SlotRecords {
     return record;
   }
 
-  /** Every protector record of one storage. */
+  /** Every protector record of one storage (entries not ours are skipped: MetadataStore.listOwned). */
   async listProtectors(storage: RecordStorage): Promise<ProtectorRecord[]> {
+    return (await this.listProtectorsAndIgnored(storage)).records;
+  }
+
+  /** listProtectors, and the entries it skipped. */
+  async listProtectorsAndIgnored(storage: RecordStorage): Promise<{ records: ProtectorRecord[]; ignored: IgnoredEntry[] }> {
     const dir = storage === 'kms' ? this.store.layout.kmsProtectorsDir : this.store.layout.protectorsDir;
     const records: ProtectorRecord[] = [];
-    for (const name of await this.store.list(dir, PROTECTOR_FILE_NAME)) {
+    const { names, ignored } = await this.store.listOwned(dir, PROTECTOR_FILE_NAME);
+    for (const name of names) {
       const record = await this.readProtector(storage, name);
       if (record !== null) records.push(record);
     }
-    return records;
-  }
-
-  async writeProtector(record: ProtectorRecord): Promise<void> {
-    const path = this.protectorPath(record.storage, record.data.descriptor);
-    await this.store.writeAtomic(path, protectorTag(record.data.descriptor), encodeProtector(record));
+    return { records, ignored };
   }
 
   /** A policy file, or null when there is none. */
@@ -152,8 +153,9 @@ export class SlotRecords {
     return data;
   }
 
+  /** Identifiers of the policy files that may be ours (MetadataStore.listOwned). */
   async listPolicyIdentifiers(): Promise<string[]> {
-    return this.store.list(this.store.layout.policiesDir, POLICY_FILE_NAME);
+    return (await this.store.listOwned(this.store.layout.policiesDir, POLICY_FILE_NAME)).names;
   }
 
   async writePolicy(data: PolicyData): Promise<void> {

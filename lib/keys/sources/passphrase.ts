@@ -8,6 +8,7 @@ import { FscryptError } from '../../kernel/index.js';
 import type { Argon2Costs } from '../key-source.js';
 import { ARGON2_LIMITS, type ProtectorData } from '../metadata-format.js';
 import { copySecret, readSecretFile, wipe } from '../secret.js';
+import type { KeysWarningHandler } from '../warnings.js';
 import { SALT_SIZE, unwrapKey, WRAPPING_KEY_SIZE, wrapKey } from '../wrap.js';
 import type { KeySourceProvider, ProtectorRecord } from './provider.js';
 
@@ -46,8 +47,8 @@ export function checkArgon2Costs(costs: unknown): Argon2Costs {
  * be something the stock tool could be given on stdin (no CR, LF, ^C, ^D,
  * backspace or DEL), so that break-glass recovery with it stays possible.
  */
-export async function readPassphraseFile(path: string): Promise<Buffer> {
-  const raw = await readSecretFile(path, { what: 'passphrase file', maxBytes: MAX_PASSPHRASE_BYTES + 2 });
+export async function readPassphraseFile(path: string, warn?: KeysWarningHandler): Promise<Buffer> {
+  const raw = await readSecretFile(path, { what: 'passphrase file', maxBytes: MAX_PASSPHRASE_BYTES + 2 }, warn);
   try {
     let end = raw.length;
     if (end > 0 && raw[end - 1] === 0x0a) end--;
@@ -123,6 +124,7 @@ export class PassphraseKeySource implements KeySourceProvider {
   constructor(
     readonly path: string,
     costs?: Argon2Costs,
+    private readonly warn?: KeysWarningHandler,
   ) {
     this.description = `the passphrase in '${path}'`;
     this.costs = checkArgon2Costs(costs ?? DEFAULT_ARGON2_COSTS);
@@ -160,7 +162,7 @@ export class PassphraseKeySource implements KeySourceProvider {
   }
 
   private async kek(salt: Uint8Array, costs: Argon2Costs): Promise<Buffer> {
-    const passphrase = await readPassphraseFile(this.path);
+    const passphrase = await readPassphraseFile(this.path, this.warn);
     try {
       return await deriveKek(passphrase, salt, costs);
     } finally {
