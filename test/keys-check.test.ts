@@ -114,7 +114,7 @@ t.test('policies: missing, damaged, not under the protector, other options', asy
   await writeFile(g.policyFile(1), encodePolicyData({ ...decodePolicyData(await readFile(g.policyFile(1))), options: { padding: 16, contents: 1, filenames: 4, policyVersion: 2 } }));
   t.match(await check(t, g), [
     { code: 'ERR_WRONG_KEY', subject: 'policy', id: g.ids[0], message: new RegExp(`not protected by the slot's protector ${g.descriptor} \\(its protectors: fedcba9876543210\\)`) },
-    { code: 'ERR_STATE', subject: 'policy', id: g.ids[1], message: /options fscrypt-local does not make .*padding 16/ },
+    { code: 'ERR_BAD_METADATA', subject: 'policy', id: g.ids[1], message: /options fscrypt-local does not make .*padding 16/ },
   ]);
 });
 

@@ -5,12 +5,13 @@
 // nothing wrapped behind but the slot's one protector: keys/tmp and
 // keys/erase empty, no other protector, and on the ext4 image no trace of
 // what the dead child had staged.
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { newPolicyKey, SlotKeys, slotLayout, type KeySourceSpec } from '../lib/keys/index.js';
 import { decodeKmsProtector, decodeProtectorData } from '../lib/keys/metadata-format.js';
 import type { CreationStep } from '../lib/keys/slot-keys.js';
+import { mountedDir } from './fixtures/volume-slot.js';
 import { initSlot } from '../lib/volume/index.js';
 import { buildJs } from './fixtures/js-build.js';
 import { kekFile, runTsChild, secretsDir } from './fixtures/keys-helpers.js';
@@ -55,8 +56,7 @@ for (const source of SOURCES) {
     for (const step of STEPS) {
       await t.test(`killed after ${step}`, async (t) => {
         const spec = await source.make();
-        const root = join(fs.mountpoint, `slot-${++slots}`);
-        await mkdir(root);
+        const root = mountedDir(t, join(fs.mountpoint, `slot-${++slots}`));
         const layout = slotLayout(root);
         const child = await runTsChild(CHILD, [JSON.stringify({ root, source: spec, crashAfter: step })]);
         t.equal(child.signal, 'SIGKILL', child.stderr);
@@ -90,8 +90,7 @@ for (const source of SOURCES) {
 }
 
 t.test('an orphan is swept only when no protector has its descriptor; sweepLeftovers() clears the rest', async (t) => {
-  const root = join(fs.mountpoint, `slot-${++slots}`);
-  await mkdir(root);
+  const root = mountedDir(t, join(fs.mountpoint, `slot-${++slots}`));
   const layout = slotLayout(root);
   const spec = (await kekFile(secrets, 'sweep')).spec;
   const slot = new SlotKeys(root);

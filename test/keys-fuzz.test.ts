@@ -214,7 +214,7 @@ t.test('through SlotKeys on real files: 1500 mutated protector and policy files,
   const codes = new Map<string, number>();
   const failures: string[] = [];
   let successes = 0;
-  const expectedCodes = new Set(['ERR_BAD_METADATA', 'ERR_WRONG_KEY', 'ERR_STATE', 'ENOENT']);
+  const expectedCodes = new Set(['ERR_BAD_METADATA', 'ERR_WRONG_KEY', 'ENOENT']);
 
   for (let i = 0; i < 1500; i++) {
     const target = i % 2 === 0 ? 'protector' : 'policy';

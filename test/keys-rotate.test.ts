@@ -63,7 +63,7 @@ async function opens(slot: SlotKeys, source: KeySourceSpec, keys: Buffer[]): Pro
     }
     return true;
   } catch (error) {
-    if (isFscryptError(error, 'ERR_WRONG_KEY', 'ERR_STATE', 'ENOENT')) return false;
+    if (isFscryptError(error, 'ERR_WRONG_KEY', 'ERR_BAD_METADATA', 'ENOENT')) return false;
     throw error;
   }
 }

@@ -84,8 +84,8 @@ t.test('create, open, add and unwrap policies: files, modes and identifiers are 
   t.same(await snapshotTree(layout.fscryptDir), before, 'adding a policy again changes nothing');
 
   open.close();
-  t.match(await rejection(open.unwrapPolicyKey(keyIdentifier(keys[0]!))), { code: 'ERR_STATE', message: /closed/ });
-  t.match(await rejection(open.addPolicy(newPolicyKey())), { code: 'ERR_STATE' });
+  t.match(await rejection(open.unwrapPolicyKey(keyIdentifier(keys[0]!))), { code: 'ERR_CLOSED', message: /closed/ });
+  t.match(await rejection(open.addPolicy(newPolicyKey())), { code: 'ERR_CLOSED' });
   t.match(await rejection(slot.openProtector(spec).then((o) => o.addPolicy(randomKey(32)))), { code: 'ERR_INVALID_ARG', message: /64 bytes/ });
 });
 
@@ -106,7 +106,7 @@ t.test('a policy can be protected by several protectors; each unwraps the same k
   t.ok((await pb.unwrapPolicyKey(both.identifier)).equals(key));
   // Two protectors of one kind: opening needs the descriptor.
   const ambiguous = await rejection(slot.openProtector(a.spec));
-  t.match(ambiguous, { code: 'ERR_STATE', message: /2 raw_key protectors.*descriptor/ });
+  t.match(ambiguous, { code: 'ERR_BAD_METADATA', message: /2 raw_key protectors.*descriptor/ });
   t.ok(String(ambiguous.message).includes(pa.descriptor) && String(ambiguous.message).includes(pb.descriptor));
   // A protector the policy does not list cannot unwrap it.
   const c = await kekFile(dir, 'c');
@@ -138,12 +138,12 @@ t.test('a wrong KEK is ERR_WRONG_KEY naming the slot and protector, with nothing
   open.close();
 });
 
-t.test('key-source problems are ERR_KEY_SOURCE; a missing protector kind is ERR_STATE', async (t) => {
+t.test('key-source problems are ERR_KEY_SOURCE; a missing protector kind is ERR_WRONG_KEY', async (t) => {
   const root = join(fs.mountpoint, 'slot-source');
   await mkdir(root);
   const dir = await secretsDir(t);
   const slot = new SlotKeys(root);
-  t.match(await rejection(slot.openProtector({ kind: 'file', path: join(dir, 'kek') })), { code: 'ERR_STATE', message: /no raw_key protector/ });
+  t.match(await rejection(slot.openProtector({ kind: 'file', path: join(dir, 'kek') })), { code: 'ERR_WRONG_KEY', message: /no raw_key protector/ });
   const { spec } = await kekFile(dir);
   await slot.createProtector(spec, { name: 'p' });
   t.match(await rejection(slot.openProtector({ kind: 'file', path: join(dir, 'missing') })), { code: 'ERR_KEY_SOURCE', message: /missing.*ENOENT/ });
@@ -155,7 +155,7 @@ t.test('key-source problems are ERR_KEY_SOURCE; a missing protector kind is ERR_
     t.match(error, { code: 'ERR_KEY_SOURCE', message: /exactly 32 raw bytes|at most 32/ }, name);
   }
   t.match(await rejection(slot.openProtector({ kind: 'file', path: dir })), { code: 'ERR_KEY_SOURCE', message: /not a regular file/ });
-  t.match(await rejection(slot.openProtector({ kind: 'passphrase', path: join(dir, 'x') })), { code: 'ERR_STATE', message: /no custom_passphrase protector/ });
+  t.match(await rejection(slot.openProtector({ kind: 'passphrase', path: join(dir, 'x') })), { code: 'ERR_WRONG_KEY', message: /no custom_passphrase protector/ });
   t.match(await rejection(slot.createProtector(spec, { name: '' })), { code: 'ERR_INVALID_ARG' });
   t.match(await rejection(slot.createProtector(spec, { name: 'a\nb' })), { code: 'ERR_INVALID_ARG' });
   t.match(await rejection(slot.openProtector({ kind: 'nope' } as never)), { code: 'ERR_INVALID_ARG' });

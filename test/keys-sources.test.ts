@@ -145,7 +145,7 @@ t.test('a passphrase protector stores its explicit costs and salt; defaults appl
   const defaults = await slot.createProtector({ kind: 'passphrase', path: spec.path }, { name: 'default-costs' });
   t.same(defaults.costs, DEFAULT_ARGON2_COSTS);
   t.same((await slot.listProtectors()).map((p) => p.name).sort(), ['default-costs', 'pw']);
-  t.match(await rejection(slot.openProtector({ kind: 'passphrase', path: spec.path })), { code: 'ERR_STATE', message: /2 custom_passphrase protectors/ });
+  t.match(await rejection(slot.openProtector({ kind: 'passphrase', path: spec.path })), { code: 'ERR_BAD_METADATA', message: /2 custom_passphrase protectors/ });
   open.close();
   again.close();
 });

@@ -134,7 +134,7 @@ async function protectorSkipped(t: Test, f: Fixture, reason: RegExp): Promise<vo
     ['openProtector', () => slot.openProtector(f.spec)],
     ['rotate', () => slot.rotate(f.spec, f.spec)],
   ] as const) {
-    t.match(await rejection(run()), { code: 'ERR_STATE', message: new RegExp(`no raw_key protector .*ignored 1 entry that is not ours, e.g. '${f.protectorFile}': ${reason.source}`) }, what);
+    t.match(await rejection(run()), { code: 'ERR_WRONG_KEY', message: new RegExp(`no raw_key protector .*ignored 1 entry that is not ours, e.g. '${f.protectorFile}': ${reason.source}`) }, what);
   }
   for (const [what, run] of [
     ['openProtector(descriptor)', () => slot.openProtector(f.spec, f.descriptor)],

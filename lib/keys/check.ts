@@ -16,7 +16,7 @@ export interface MetadataProblem {
    * missing), 'ERR_BAD_METADATA' (damaged, altered, not ours),
    * 'ERR_UNSAFE_PATH' (a metadata directory is a symlink, foreign-owned or
    * writable by others), 'ERR_WRONG_KEY' (a policy is not wrapped under the
-   * protector), 'ERR_NOT_SUPPORTED' (a login protector), 'ERR_STATE' (a
+   * protector), 'ERR_NOT_SUPPORTED' (a login protector), 'ERR_BAD_METADATA' (a
    * policy with options fscrypt-local does not make), or an errno code.
    */
   code: string;
@@ -92,7 +92,7 @@ export async function checkSlotMetadata(records: SlotRecords, descriptor: string
       const o = data.options;
       if (o.policyVersion !== POLICY_OPTIONS.policyVersion || o.contents !== POLICY_OPTIONS.contents || o.filenames !== POLICY_OPTIONS.filenames || o.padding !== POLICY_OPTIONS.padding) {
         problems.push({
-          code: 'ERR_STATE',
+          code: 'ERR_BAD_METADATA',
           subject: 'policy',
           id,
           path,

@@ -36,7 +36,7 @@ export interface OpenProtector {
   addPolicy(policyKey: Uint8Array): Promise<PolicyInfo>;
   /** A policy key, in a Buffer outside Node's pool that the caller must wipe. */
   unwrapPolicyKey(identifier: string): Promise<Buffer>;
-  /** Wipes the protector key; any later use throws ERR_STATE. */
+  /** Wipes the protector key; any later use throws ERR_CLOSED. */
   close(): void;
 }
 
@@ -65,7 +65,7 @@ export class OpenSlotProtector implements OpenProtector {
 
   private key(): Buffer {
     if (this.#key === null) {
-      throw new FscryptError(`protector ${this.descriptor} of slot '${this.root}' was closed; open it again`, { code: 'ERR_STATE' });
+      throw new FscryptError(`protector ${this.descriptor} of slot '${this.root}' was closed; open it again`, { code: 'ERR_CLOSED' });
     }
     return this.#key;
   }
@@ -89,7 +89,7 @@ export class OpenSlotProtector implements OpenProtector {
         const o = existing.options;
         if (o.policyVersion !== 2 || o.contents !== POLICY_OPTIONS.contents || o.filenames !== POLICY_OPTIONS.filenames || o.padding !== POLICY_OPTIONS.padding) {
           throw new FscryptError(`policy ${identifier} of slot '${this.root}' already exists with other options (v${o.policyVersion}, modes ${o.contents}/${o.filenames}, padding ${o.padding})`, {
-            code: 'ERR_STATE',
+            code: 'ERR_BAD_METADATA',
             path: this.records.policyPath(identifier),
           });
         }

@@ -41,13 +41,13 @@ async function step(name: RotationStep): Promise<void> {
 
 export interface RotationContext {
   records: SlotRecords;
-  /** The record a source would open (ERR_STATE: none or ambiguous; ENOENT; ERR_WRONG_KEY: another kind). */
+  /** The record a source would open (ERR_WRONG_KEY: none, or another kind; ERR_BAD_METADATA: ambiguous; ENOENT). */
   resolve(provider: KeySourceProvider, descriptor?: string): Promise<ProtectorRecord>;
   /** P from a record (ERR_WRONG_KEY when the source does not open it). */
   unseal(provider: KeySourceProvider, record: ProtectorRecord): Promise<Buffer>;
 }
 
-const NOT_OPENED = ['ERR_WRONG_KEY', 'ERR_STATE', 'ENOENT'] as const;
+const NOT_OPENED = ['ERR_WRONG_KEY', 'ERR_BAD_METADATA', 'ENOENT'] as const;
 
 export async function rotateProtector(
   ctx: RotationContext,

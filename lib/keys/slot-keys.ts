@@ -329,11 +329,11 @@ export class SlotKeys {
     if (candidates.length === 0) {
       const first = ignored[0];
       const skipped = first === undefined ? '' : ` (ignored ${ignored.length} entr${ignored.length === 1 ? 'y' : 'ies'} that ${ignored.length === 1 ? 'is' : 'are'} not ours, e.g. '${first.path}': ${first.reason})`;
-      throw new FscryptError(`slot '${this.root}' has no ${provider.source} protector for ${provider.description}${skipped}; create one first`, { code: 'ERR_STATE' });
+      throw new FscryptError(`slot '${this.root}' has no ${provider.source} protector for ${provider.description}${skipped}; create one first`, { code: 'ERR_WRONG_KEY' });
     }
     throw new FscryptError(
       `slot '${this.root}' has ${candidates.length} ${provider.source} protectors (${candidates.map((r) => r.data.descriptor).join(', ')}); name the one to open by its descriptor`,
-      { code: 'ERR_STATE' },
+      { code: 'ERR_BAD_METADATA' },
     );
   }
 

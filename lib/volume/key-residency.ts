@@ -23,7 +23,7 @@ export async function addVolumeKey(slot: string, key: Uint8Array, identifier: st
 export interface RemovalOptions {
   /** The volume directory, to name what keeps it busy. */
   dir: string;
-  /** Give up (ERR_BUSY) after this long with files still busy (default 30 s). */
+  /** Give up (ERR_FILES_BUSY) after this long with files still busy (default 30 s). */
   busyTimeoutMs?: number;
   /** First retry delay; doubles up to 2 s (default 50 ms). */
   initialDelayMs?: number;

@@ -398,7 +398,7 @@ class TreeWalk {
   }
 
   private failure(error: unknown, syscall: string, name: string): FscryptError {
-    const code = errnoOf(error) ?? 'ERR_STATE';
+    const code = errnoOf(error) ?? 'ERR_CLEANUP';
     const path = this.pathOf(name);
     return new FscryptError(`${code}: cannot ${syscall} '${path}' while removing '${this.root}'`, { code, syscall, path, cause: error });
   }
@@ -461,8 +461,8 @@ export async function removeTree(root: string, options: RemoveTreeOptions = {}):
         const code = errnoOf(error);
         if (code === 'ENOENT') return walk.result();
         if (code !== 'ENOTEMPTY') {
-          throw new FscryptError(`${code ?? 'ERR_STATE'}: cannot remove '${absolute}' after emptying it`, {
-            code: code ?? 'ERR_STATE',
+          throw new FscryptError(`${code ?? 'ERR_CLEANUP'}: cannot remove '${absolute}' after emptying it`, {
+            code: code ?? 'ERR_CLEANUP',
             path: absolute,
             cause: error,
           });
