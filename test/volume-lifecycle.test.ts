@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { defaultPolicy, getKeyStatus, getPolicy, samePolicy } from '../lib/kernel/index.js';
 import { parseKeySource, SlotKeys, type OpenProtector } from '../lib/keys/index.js';
+import { policyTag } from '../lib/keys/metadata-store.js';
 import {
   adminLock,
   adminUnlock,
@@ -374,4 +375,22 @@ t.test('a tenant symlink pointing outside the slot is removed by erase; its targ
   await trash.idle();
   t.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not the tenant\'s');
   t.same(trash.status().failures, []);
+});
+
+t.test('reconcile reports key metadata that would not unlock, and erases leftovers of interrupted metadata writes', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const policyFile = join(slot, '.fscrypt', 'policies', volume.identifier);
+  await rename(policyFile, `${policyFile}.away`);
+  const report = await reconcile(slot, protector);
+  t.match(report.warnings, [new RegExp(`has no policy ${volume.identifier}.*key of its volume is lost`)], 'a missing wrapped key is reported, not hidden');
+  await rename(`${policyFile}.away`, policyFile);
+  t.same((await reconcile(slot, protector)).warnings, [], 'and nothing once it is back');
+
+  // A temp file a killed metadata write left in keys/tmp.
+  const tmp = join(slot, '.fscrypt-local', 'keys', 'tmp');
+  await mkdir(tmp, { recursive: true });
+  await writeFile(join(tmp, `${policyTag(volume.identifier)}.0123456789ab.tmp`), 'wrapped key bytes of an interrupted write');
+  t.match((await reconcile(slot, protector)).actions, [/crypto-erased 1 leftover key metadata file/]);
+  t.same(await readdir(tmp), []);
 });

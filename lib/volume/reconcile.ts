@@ -9,7 +9,7 @@
 // no record accounts for was added by someone else, typically an admin's
 // break-glass `fscrypt unlock`: it is reported and left alone.
 import { getKeyStatus, isFscryptError } from '../kernel/index.js';
-import { wipe, type OpenProtector } from '../keys/index.js';
+import { SlotKeys, wipe, type OpenProtector } from '../keys/index.js';
 import { step, type HookOptions } from './hook-options.js';
 import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.js';
 import { stillPublished } from './current-volume.js';
@@ -86,6 +86,12 @@ export async function reconcile(root: string, protector?: OpenProtector, options
     if (retiring !== undefined) note(`finished the interrupted erase of ${retiring}`);
     if (preparing !== undefined) note(`rolled back the interrupted prepare of ${preparing}`);
     if (retiring !== undefined || preparing !== undefined) await step('reconcile:recovered', options);
+
+    const keys = new SlotKeys(slot);
+    const swept = await keys.sweepLeftovers();
+    if (swept > 0) note(`crypto-erased ${swept} leftover key metadata file(s) of interrupted writes`);
+    // Metadata that would not unlock: said now, not at the next publish.
+    for (const problem of await keys.check(state.protector, state.volume ? [state.volume.identifier] : [])) report.warnings.push(problem.message);
 
     const record = state.volume;
     if (record) {
