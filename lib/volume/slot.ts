@@ -222,8 +222,13 @@ export async function resolveVolume(path: string): Promise<Volume> {
     const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
     const candidate = await realpath(absolute);
     // A slot is a mount point; a volume directory never is (it is a directory of the slot's filesystem).
-    const candidateIsSlot = isMountPoint(candidate) || (await isSlot(candidate));
-    if (!candidateIsSlot) parseVolumeName(basename(candidate));
+    let candidateIsSlot = isMountPoint(candidate) || (await isSlot(candidate));
+    if (!candidateIsSlot && !VOLUME_NAME_PATTERN.test(basename(candidate))) {
+      // Not named like a volume: inside a slot, a bad volume name; anywhere else it is meant as a
+      // slot, and slotRoot says what is wrong with it (a slot whose disk is not mounted, say).
+      if (await isSlot(dirname(candidate))) parseVolumeName(basename(candidate));
+      candidateIsSlot = true;
+    }
     const slot = slotRoot(candidateIsSlot ? candidate : dirname(candidate));
     const state = await readSlotState(slot);
     const volume = volumeOf(slot, state);
