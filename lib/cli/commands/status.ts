@@ -8,7 +8,7 @@ import { isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
 import { VOLUME_NAME_PATTERN } from '../../volume/slot-layout.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { EXIT, UsageError, exitCodeFor, type ExitCode } from '../exit-codes.js';
-import { errorReport, type ErrorReport } from '../output.js';
+import { errorReport, printable, type ErrorReport } from '../output.js';
 import { renderTable } from '../table.js';
 
 const NO_PATH = `status needs to know where to look. Pass one or more of:
@@ -78,31 +78,36 @@ function keyText(volume: NonNullable<SlotStatus['volume']>): string {
   return volume.adminUnlocked ? `${key}, admin` : key;
 }
 
+/** The human form. Every name in it (slot roots, targets, trash entries, paths in errors) passes through printable(). */
 function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[]): string {
   const lines: string[] = [];
   if (slots.length > 0) {
     lines.push(
       renderTable(
         ['SLOT', 'VOLUME', 'PHASE', 'KEY', 'TARGETS', 'TRASH'],
-        slots.map((s) => [
-          s.root,
-          s.volume?.name ?? '-',
-          s.volume?.phase ?? 'no volume',
-          s.volume ? keyText(s.volume) : '-',
-          String(s.volume?.targets.length ?? 0),
-          s.trash.length === 0 ? '-' : `${s.trash.length} being deleted`,
-        ]),
+        slots.map((s) =>
+          [
+            s.root,
+            s.volume?.name ?? '-',
+            s.volume?.phase ?? 'no volume',
+            s.volume ? keyText(s.volume) : '-',
+            String(s.volume?.targets.length ?? 0),
+            s.trash.length === 0 ? '-' : `${s.trash.length} being deleted`,
+          ].map(printable),
+        ),
       ),
     );
   }
+  const line = (text: string): void => void lines.push(printable(text));
   for (const s of slots) {
     for (const t of s.volume?.targets ?? []) {
-      lines.push(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
+      line(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
     }
-    if (s.retiring !== null) lines.push(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
-    if (s.trash.length > 0) lines.push(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
-    if (s.strayVolumes.length > 0) lines.push(`${s.root}: not the current volume, left untouched: ${s.strayVolumes.join(', ')}`);
+    if (s.retiring !== null) line(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
+    if (s.trash.length > 0) line(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
+    if (s.strayVolumes.length > 0) line(`${s.root}: not the current volume, left untouched: ${s.strayVolumes.join(', ')}`);
   }
-  for (const e of errors) lines.push(`${e.path}: ${e.message} (${e.code})`);
+  // Escaped whole: the errors status meets (a path that is not a slot, a damaged state) are one line each.
+  for (const e of errors) line(`${e.path}: ${e.message} (${e.code})`);
   return lines.join('\n');
 }
