@@ -103,6 +103,7 @@ function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[])
     for (const t of s.volume?.targets ?? []) {
       line(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
     }
+    if (s.volume?.problem !== undefined) line(`${s.root}: ${s.volume.name} cannot be used: ${s.volume.problem}; is the slot's disk the right one?`);
     if (s.retiring !== null) line(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
     if (s.trash.length > 0) line(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
     if (s.strayVolumes.length > 0) line(`${s.root}: not the current volume, left untouched: ${s.strayVolumes.join(', ')}`);
