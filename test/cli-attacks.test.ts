@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { addKey, removeKey } from '../lib/kernel/index.js';
@@ -91,6 +91,18 @@ t.test('9: prepare --mode is exactly the mode asked for, whatever the umask; a b
   t.equal(result.code, 0, result.stderr);
   const path = parseCliJson<Json>(result).path as string;
   t.equal(lstatSync(path).mode & 0o7777, 0o777, '0777 under umask 022 is 0777');
+});
+
+t.test('5: status text says when the volume directory is not the verified one', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  t.notMatch(runCli(CLI, ['status', slot]).stdout, /cannot be used/, 'nothing to say about a verified volume');
+  await rename(volume.path, join(slot, 'aside'));
+  await mkdir(volume.path); // e.g. a disk not mounted, its empty mount point in place
+  const human = runCli(CLI, ['status', slot]);
+  t.equal(human.code, 0, human.stderr);
+  t.match(human.stdout, new RegExp(`${slot}: vol-1 cannot be used: it is not encrypted`), 'the text shows the problem, not just "ready"');
+  t.match(parseCliJson<Json>(runCli(CLI, ['status', slot, '--json'])).slots[0].volume, { problem: /not encrypted/ });
 });
 
 t.test('e: status text escapes control characters in names; JSON keeps them as they are', async (t) => {
