@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { FscryptError } from '../../kernel/index.js';
 import { isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
+import { isMountPoint } from '../../volume/mounts-location.js';
 import { VOLUME_NAME_PATTERN } from '../../volume/slot-layout.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { EXIT, UsageError, exitCodeFor, type ExitCode } from '../exit-codes.js';
@@ -66,6 +67,14 @@ async function slotsAt(path: string): Promise<string[]> {
       if (entry.isDirectory() && (await isSlot(join(path, entry.name)))) found.push(join(path, entry.name));
     }
     if (found.length > 0) return found;
+    if (!isMountPoint(path)) {
+      // Most likely a slot whose disk is not mounted: init-slot is not the fix (and would refuse).
+      throw new FscryptError(
+        `'${path}' is not a slot, a volume directory, or a directory holding slots: it is not a mount point, and a slot is the root of a filesystem of its own. ` +
+          'To fix: if it is a slot, mount its disk there; if it is a directory holding slots, none of them is mounted',
+        { code: 'ERR_NOT_MOUNTPOINT', path },
+      );
+    }
   }
   throw new FscryptError(`'${path}' is not a slot, a volume directory, or a directory holding slots. To make it a slot: \`fscrypt-local init-slot ${path} --key-source ...\``, {
     code: 'ERR_NOT_INITIALIZED',
