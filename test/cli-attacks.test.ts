@@ -21,6 +21,10 @@ const CLI = buildCli(t);
 // Parsed CLI output: shapes are asserted with t.match, not trusted.
 type Json = Record<string, any>;
 
+function isMounted(path: string): boolean {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => line.split(' ')[4] === path);
+}
+
 const HALF = 64 * 1024;
 const HEADER = 8 + 8 + 4 + 32;
 
@@ -91,6 +95,23 @@ t.test('9: prepare --mode is exactly the mode asked for, whatever the umask; a b
   t.equal(result.code, 0, result.stderr);
   const path = parseCliJson<Json>(result).path as string;
   t.equal(lstatSync(path).mode & 0o7777, 0o777, '0777 under umask 022 is 0777');
+});
+
+t.test('3: on a slot whose disk is not mounted, status, reconcile and prepare say so, never "run init-slot"', async (t) => {
+  const { fs, slot, kek } = await freshSlot(t);
+  execFileSync('umount', [slot]);
+  t.teardown(() => {
+    if (!isMounted(slot)) execFileSync('mount', ['-o', 'loop', fs.image!, slot]);
+  });
+  for (const args of [['status', slot], ['reconcile', slot], ['prepare', slot, '--key-source', `file:${kek}`]]) {
+    const human = runCli(CLI, args);
+    t.equal(human.code, 8, `${args[0]}: exit 8`);
+    t.match(human.stdout + human.stderr, /is not a mount point/, `${args[0]}: the slot is not mounted`);
+    t.notMatch(human.stdout + human.stderr, /init-slot/, `${args[0]}: no advice to run init-slot`);
+    t.match(parseCliJson<Json>(runCli(CLI, [...args, '--json'])), { ok: false }, `${args[0]} --json`);
+  }
+  t.match(parseCliJson<Json>(runCli(CLI, ['status', slot, '--json'])).errors, [{ code: 'ERR_NOT_MOUNTPOINT' }]);
+  t.same(await readdir(slot), [], 'nothing was created in the bare directory');
 });
 
 t.test('5: status text says when the volume directory is not the verified one', async (t) => {
