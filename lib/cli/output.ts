@@ -19,6 +19,25 @@ export function errorReport(error: unknown): ErrorReport {
   return { code: errorCode(error), message };
 }
 
+// C0 controls, DEL, C1 controls, the Unicode line and paragraph separators
+// and the bidirectional overrides and isolates: whatever could start a line,
+// move the cursor, recolour the terminal or reorder what is shown.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
+const NAMED: Readonly<Record<string, string>> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * A name (a path, a directory entry, anything a tenant or the disk may have
+ * chosen) as it may appear in human output: control characters become
+ * visible escapes (`\n`, `\x1b`, `\u202e`), so a name cannot forge
+ * lines or drive the terminal. JSON output needs no such thing.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => {
+    const code = c.codePointAt(0)!;
+    return NAMED[c] ?? (code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`);
+  });
+}
+
 /**
  * JSON.stringify that refuses to print bytes: a Buffer or typed array
  * reaching the output is a bug (it could be key material), so it is

@@ -34,7 +34,8 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
   await removeVolumeKey(slot, volume.identifier, removalOptions(dir, 'prepare', options));
   // Checked before anything is destroyed: a generation holding data is never
   // rolled back, whatever the state says (it may be an older copy).
-  const unfinished = await unfinishedGeneration(dir, volume.identifier);
+  const keys = new SlotKeys(slot);
+  const unfinished = await unfinishedGeneration(dir, volume.identifier, await keys.hasPolicy(volume.identifier));
   if (unfinished === 'holds-data') {
     throw new FscryptError(
       `refusing to roll back the prepare of ${volume.name} in slot '${slot}': the state says it was never finished, but ${dir} holds data. ` +
@@ -46,7 +47,7 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
   if (unfinished === 'ours') await removeTree(dir);
   else if (unfinished === 'empty-plain') await rmdir(dir);
   else if (unfinished === 'foreign') emit(options, { hook: 'prepare', kind: 'note', message: `left ${dir} in place: it is not the generation this prepare made` });
-  await new SlotKeys(slot).destroyPolicy(volume.identifier);
+  await keys.destroyPolicy(volume.identifier);
   state.volume = null;
   await writeSlotState(slot, state);
   return state;
@@ -57,9 +58,12 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
  * with this generation's policy holding at most the probe file (it was never
  * published: rolled back); an empty plain one (made, policy not yet set);
  * one with this policy holding anything more (never rolled back); anything
- * else is not ours, and is left for an admin.
+ * else is not ours, and is left for an admin. The probe file is created and
+ * deleted before the wrapped key is committed, so once the key is committed
+ * (`committed`) any entry at all is data: a volume holding one small file
+ * must not pass for a prepare interrupted at its probe.
  */
-async function unfinishedGeneration(dir: string, identifier: string): Promise<'absent' | 'ours' | 'empty-plain' | 'holds-data' | 'foreign'> {
+async function unfinishedGeneration(dir: string, identifier: string, committed: boolean): Promise<'absent' | 'ours' | 'empty-plain' | 'holds-data' | 'foreign'> {
   const stat = lstatSync(dir, { throwIfNoEntry: false });
   if (stat === undefined) return 'absent';
   if (!stat.isDirectory()) return 'foreign';
@@ -68,7 +72,7 @@ async function unfinishedGeneration(dir: string, identifier: string): Promise<'a
   if (policy === null) return entries.length === 0 ? 'empty-plain' : 'foreign';
   if (policy.version !== 2 || policy.identifier !== identifier) return 'foreign';
   if (entries.length === 0) return 'ours';
-  if (entries.length > 1) return 'holds-data';
+  if (entries.length > 1 || committed) return 'holds-data';
   // One entry, its name encrypted: the probe file is a regular file of at most its content's size.
   const probe = await lstat(join(dir, entries[0]!));
   return probe.isFile() && probe.size <= PROBE_FILE_SIZE ? 'ours' : 'holds-data';

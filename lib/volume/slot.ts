@@ -11,7 +11,7 @@ import { isMountPoint } from './mounts-location.js';
 import { isBindOf } from './mounts.js';
 import { volumeDirectoryProblem } from './verify.js';
 import { parseVolumeName, slotPaths, volumePath, VOLUME_NAME_PATTERN } from './slot-layout.js';
-import { readSlotState, writeSlotState, type SlotState, type VolumePhase } from './slot-state.js';
+import { readSlotState, writeSlotState, type ReadStateOptions, type SlotState, type VolumePhase } from './slot-state.js';
 import { withSlotLock } from './slot-lock.js';
 
 // The protector kind each key source makes.
@@ -106,11 +106,16 @@ async function highestGeneration(slot: string): Promise<number> {
   return highest;
 }
 
-/** Opens the slot's protector with a key source: the handle prepare and unlock need. */
-export async function openSlotProtector(root: string, source: KeySourceSpec): Promise<OpenProtector> {
+/**
+ * Opens the slot's protector with a key source: the handle prepare and unlock
+ * need. `usePreviousState` takes the descriptor from the previous copy of a
+ * damaged slot state, for `reconcile --use-previous-state` (the protector
+ * never changes, and the source must open it either way).
+ */
+export async function openSlotProtector(root: string, source: KeySourceSpec, options: ReadStateOptions = {}): Promise<OpenProtector> {
   return asHookError(async () => {
     const slot = slotRoot(root);
-    const state = await readSlotState(slot);
+    const state = await readSlotState(slot, options.usePreviousState ? { usePreviousState: true } : {});
     return new SlotKeys(slot).openProtector(source, state.protector);
   });
 }
@@ -222,8 +227,13 @@ export async function resolveVolume(path: string): Promise<Volume> {
     const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
     const candidate = await realpath(absolute);
     // A slot is a mount point; a volume directory never is (it is a directory of the slot's filesystem).
-    const candidateIsSlot = isMountPoint(candidate) || (await isSlot(candidate));
-    if (!candidateIsSlot) parseVolumeName(basename(candidate));
+    let candidateIsSlot = isMountPoint(candidate) || (await isSlot(candidate));
+    if (!candidateIsSlot && !VOLUME_NAME_PATTERN.test(basename(candidate))) {
+      // Not named like a volume: inside a slot, a bad volume name; anywhere else it is meant as a
+      // slot, and slotRoot says what is wrong with it (a slot whose disk is not mounted, say).
+      if (await isSlot(dirname(candidate))) parseVolumeName(basename(candidate));
+      candidateIsSlot = true;
+    }
     const slot = slotRoot(candidateIsSlot ? candidate : dirname(candidate));
     const state = await readSlotState(slot);
     const volume = volumeOf(slot, state);

@@ -5,10 +5,11 @@ import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { FscryptError } from '../../kernel/index.js';
 import { isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
+import { isMountPoint } from '../../volume/mounts-location.js';
 import { VOLUME_NAME_PATTERN } from '../../volume/slot-layout.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
 import { EXIT, UsageError, exitCodeFor, type ExitCode } from '../exit-codes.js';
-import { errorReport, type ErrorReport } from '../output.js';
+import { errorReport, printable, type ErrorReport } from '../output.js';
 import { renderTable } from '../table.js';
 
 const NO_PATH = `status needs to know where to look. Pass one or more of:
@@ -66,6 +67,14 @@ async function slotsAt(path: string): Promise<string[]> {
       if (entry.isDirectory() && (await isSlot(join(path, entry.name)))) found.push(join(path, entry.name));
     }
     if (found.length > 0) return found;
+    if (!isMountPoint(path)) {
+      // Most likely a slot whose disk is not mounted: init-slot is not the fix (and would refuse).
+      throw new FscryptError(
+        `'${path}' is not a slot, a volume directory, or a directory holding slots: it is not a mount point, and a slot is the root of a filesystem of its own. ` +
+          'To fix: if it is a slot, mount its disk there; if it is a directory holding slots, none of them is mounted',
+        { code: 'ERR_NOT_MOUNTPOINT', path },
+      );
+    }
   }
   throw new FscryptError(`'${path}' is not a slot, a volume directory, or a directory holding slots. To make it a slot: \`fscrypt-local init-slot ${path} --key-source ...\``, {
     code: 'ERR_NOT_INITIALIZED',
@@ -78,31 +87,37 @@ function keyText(volume: NonNullable<SlotStatus['volume']>): string {
   return volume.adminUnlocked ? `${key}, admin` : key;
 }
 
+/** The human form. Every name in it (slot roots, targets, trash entries, paths in errors) passes through printable(). */
 function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[]): string {
   const lines: string[] = [];
   if (slots.length > 0) {
     lines.push(
       renderTable(
         ['SLOT', 'VOLUME', 'PHASE', 'KEY', 'TARGETS', 'TRASH'],
-        slots.map((s) => [
-          s.root,
-          s.volume?.name ?? '-',
-          s.volume?.phase ?? 'no volume',
-          s.volume ? keyText(s.volume) : '-',
-          String(s.volume?.targets.length ?? 0),
-          s.trash.length === 0 ? '-' : `${s.trash.length} being deleted`,
-        ]),
+        slots.map((s) =>
+          [
+            s.root,
+            s.volume?.name ?? '-',
+            s.volume?.phase ?? 'no volume',
+            s.volume ? keyText(s.volume) : '-',
+            String(s.volume?.targets.length ?? 0),
+            s.trash.length === 0 ? '-' : `${s.trash.length} being deleted`,
+          ].map(printable),
+        ),
       ),
     );
   }
+  const line = (text: string): void => void lines.push(printable(text));
   for (const s of slots) {
     for (const t of s.volume?.targets ?? []) {
-      lines.push(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
+      line(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
     }
-    if (s.retiring !== null) lines.push(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
-    if (s.trash.length > 0) lines.push(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
-    if (s.strayVolumes.length > 0) lines.push(`${s.root}: not the current volume, left untouched: ${s.strayVolumes.join(', ')}`);
+    if (s.volume?.problem !== undefined) line(`${s.root}: ${s.volume.name} cannot be used: ${s.volume.problem}; is the slot's disk the right one?`);
+    if (s.retiring !== null) line(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
+    if (s.trash.length > 0) line(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
+    if (s.strayVolumes.length > 0) line(`${s.root}: not the current volume, left untouched: ${s.strayVolumes.join(', ')}`);
   }
-  for (const e of errors) lines.push(`${e.path}: ${e.message} (${e.code})`);
+  // Escaped whole: the errors status meets (a path that is not a slot, a damaged state) are one line each.
+  for (const e of errors) line(`${e.path}: ${e.message} (${e.code})`);
   return lines.join('\n');
 }
