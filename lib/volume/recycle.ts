@@ -113,7 +113,7 @@ function afterErase(volume: Volume, cause: unknown): unknown {
   if (!(error instanceof FscryptError)) return error;
   return new FscryptError(
     `${volume.name} of slot '${volume.slot}' was crypto-erased, but preparing the next generation failed: ${error.message}. ` +
-      `To fix that, then run \`fscrypt-local prepare ${volume.slot} --key-source ...\` (or recycle again)`,
+      `Once that is fixed, run \`fscrypt-local prepare ${volume.slot} --key-source ...\` (or recycle again)`,
     { code: error.code, path: volume.slot, cause: error },
   );
 }
