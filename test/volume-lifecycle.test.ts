@@ -394,3 +394,31 @@ t.test('reconcile reports key metadata that would not unlock, and erases leftove
   t.match((await reconcile(slot, protector)).actions, [/crypto-erased 1 leftover key metadata file/]);
   t.same(await readdir(tmp), []);
 });
+
+t.test('status shows a lock waiting for busy files, with who holds them, and key metadata that would not unlock', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  const volume = await prepare(slot, protector);
+  const target = await published(protector, volume);
+  await writeFile(join(target, 'held'), 'in use');
+  // A process on the host holds a file through the slot, not the target: the unmount works, the key cannot go.
+  const holder = spawn('sh', ['-c', `exec 3<'${join(volume.path, 'held')}'; echo ready; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await new Promise((resolve) => holder.stdout.once('data', resolve));
+  t.same((await slotStatus(slot)).volume?.pendingLock, undefined, 'published: no lock is pending');
+
+  t.match(await rejection(lock(volume, target, { busyTimeoutMs: 200 })), { code: 'ERR_FILES_BUSY' });
+  const pending = (await slotStatus(slot)).volume?.pendingLock;
+  t.ok(pending, 'the key still in the kernel with no target is shown');
+  t.ok(pending?.blockers.some((b) => b.pid === holder.pid), 'with the process holding the file');
+
+  holder.kill('SIGKILL');
+  await new Promise((resolve) => holder.once('exit', resolve));
+  t.match(await lock(volume, target), { locked: true });
+  t.same((await slotStatus(slot)).volume?.pendingLock, undefined, 'locked: nothing pending');
+
+  t.same((await slotStatus(slot)).metadataProblems, []);
+  const policyFile = join(slot, '.fscrypt', 'policies', volume.identifier);
+  await rename(policyFile, `${policyFile}.away`);
+  t.match((await slotStatus(slot)).metadataProblems, [new RegExp(`no policy ${volume.identifier}`)], 'a volume that cannot be unlocked does not look healthy');
+  await rename(`${policyFile}.away`, policyFile);
+});

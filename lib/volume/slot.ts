@@ -8,6 +8,7 @@ import { setRotationStepHook, SlotKeys, type KeySourceSpec, type OpenProtector, 
 import { asHookError } from './hook-lock.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
 import { isMountPoint } from './mounts-location.js';
+import { findBlockers, type Blocker } from './blockers.js';
 import { isBindOf } from './mounts.js';
 import { volumeDirectoryProblem } from './verify.js';
 import { parseVolumeName, slotPaths, volumePath, VOLUME_NAME_PATTERN } from './slot-layout.js';
@@ -261,6 +262,12 @@ export interface SlotStatus {
     targets: { path: string; readonly: boolean; mounted: boolean }[];
     /** What is wrong with the volume directory (missing, replaced, unencrypted); absent when it is verified. */
     problem?: string;
+    /**
+     * The key is still in the kernel with no target mounted and no admin
+     * unlock: a lock waiting for busy files (e.g. an unpublish the CSI
+     * service keeps retrying), with whoever holds them.
+     */
+    pendingLock?: { blockers: Blocker[] };
   };
   /** A generation whose erase was decided but not finished (reconcile finishes it). */
   retiring: string | null;
@@ -268,6 +275,8 @@ export interface SlotStatus {
   trash: string[];
   /** Directories in the slot that look like volumes but are not the current one. */
   strayVolumes: string[];
+  /** Why the slot's key metadata would not unlock (a missing, damaged or foreign file), checked without the key source. */
+  metadataProblems: string[];
 }
 
 /** vol-<n> directories in the slot that are not its current volume (left for an admin, never touched). */
@@ -283,7 +292,11 @@ export async function slotStatus(root: string): Promise<SlotStatus> {
 async function statusOf(slot: string): Promise<SlotStatus> {
   const state = await readSlotState(slot);
   const v = state.volume;
-  const [trash, strays] = await Promise.all([readdir(slotPaths(slot).trashDir).catch(() => []), strayVolumes(slot, state)]);
+  const [trash, strays, problems] = await Promise.all([
+    readdir(slotPaths(slot).trashDir).catch(() => []),
+    strayVolumes(slot, state),
+    new SlotKeys(slot).check(state.protector, v ? [v.identifier] : []),
+  ]);
   const status: SlotStatus = {
     root: slot,
     protector: state.protector,
@@ -291,6 +304,7 @@ async function statusOf(slot: string): Promise<SlotStatus> {
     retiring: state.retiring?.name ?? null,
     trash: trash.sort(),
     strayVolumes: strays,
+    metadataProblems: problems.map((p) => p.message),
   };
   if (v) {
     const path = volumePath(slot, v.generation);
@@ -306,6 +320,9 @@ async function statusOf(slot: string): Promise<SlotStatus> {
     };
     const problem = v.phase === 'ready' ? await volumeDirectoryProblem({ path, identifier: v.identifier }) : undefined;
     if (problem !== undefined) status.volume.problem = problem;
+    if (status.volume.key !== 'absent' && !v.adminUnlocked && !status.volume.targets.some((t) => t.mounted)) {
+      status.volume.pendingLock = { blockers: await findBlockers(path).catch(() => []) };
+    }
   }
   return status;
 }

@@ -4,7 +4,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { FscryptError } from '../../kernel/index.js';
-import { isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
+import { describeBlockers, isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
 import { isMountPoint } from '../../volume/mounts-location.js';
 import { VOLUME_NAME_PATTERN } from '../../volume/slot-layout.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
@@ -112,6 +112,11 @@ function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[])
     for (const t of s.volume?.targets ?? []) {
       line(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
     }
+    if (s.volume?.pendingLock !== undefined) {
+      const held = s.volume.pendingLock.blockers;
+      line(`${s.root}: ${s.volume.name}'s key is still in the kernel (${s.volume.key}) with no target: a lock is waiting for busy files${held.length > 0 ? `:\n${describeBlockers(held)}` : ''}`);
+    }
+    for (const problem of s.metadataProblems) line(`${s.root}: ${problem}`);
     if (s.volume?.problem !== undefined) line(`${s.root}: ${s.volume.name} cannot be used: ${s.volume.problem}; is the slot's disk the right one?`);
     if (s.retiring !== null) line(`${s.root}: the erase of ${s.retiring} was interrupted: run reconcile to finish it`);
     if (s.trash.length > 0) line(`${s.root}: old ciphertext awaiting deletion: ${s.trash.join(', ')}`);
