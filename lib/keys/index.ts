@@ -7,7 +7,7 @@ export type { KeysWarning, KeysWarningCode, KeysWarningHandler } from './warning
 export { allocSecret, wipe } from './secret.js';
 export { POLICY_OPTIONS, type OpenProtector } from './open-protector.js';
 export type { PolicyInfo, ProtectorInfo } from './slot-records.js';
-export { setRotationStepHook, type RotationStep } from './rotation.js';
+export { ROTATION_STEPS, setRotationStepHook, type RotationStep } from './rotation.js';
 export { DEFAULT_ARGON2_COSTS } from './sources/passphrase.js';
 export { DEFAULT_KMS_TIMEOUT_MS } from './sources/kms-client.js';
 export {

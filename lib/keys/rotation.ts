@@ -22,7 +22,9 @@ import { encodeProtector, protectorInfo, sourceOf, storageOf, type ProtectorInfo
 import { wipe } from './secret.js';
 import type { KeySourceProvider, ProtectorRecord } from './sources/provider.js';
 
-export type RotationStep = 'opened' | 'sealed' | 'staged' | 'old-linked' | 'committed' | 'old-retired' | 'erased';
+/** Every step a rotation can report, in order (one path reaches old-linked, the other old-retired). */
+export const ROTATION_STEPS = ['opened', 'sealed', 'staged', 'old-linked', 'committed', 'old-retired', 'erased'] as const;
+export type RotationStep = (typeof ROTATION_STEPS)[number];
 
 type StepHook = (step: RotationStep) => void | Promise<void>;
 let stepHook: StepHook | undefined;

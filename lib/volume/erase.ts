@@ -7,7 +7,7 @@ import { SlotKeys } from '../keys/index.js';
 import { checkVolumeClaim, stillPublished } from './current-volume.js';
 import { step, type HookOptions, type Volume } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
-import { finishRetiring, recoverInterrupted } from './recovery.js';
+import { finishRetiring, recoverInterrupted, requeueErased } from './recovery.js';
 import { withVolumeLock } from './hook-lock.js';
 import { readSlotState, writeSlotState, type RetiringRecord, type SlotState } from './slot-state.js';
 
@@ -32,7 +32,10 @@ export async function erase(volume: Volume, options: HookOptions = {}): Promise<
     }
     if (state.retiring !== undefined) await finishRetiring(volume.slot, state, options); // an older one, interrupted
     const record = state.volume;
-    if (!record || record.generation !== volume.generation) return {}; // already erased
+    if (!record || record.generation !== volume.generation) {
+      requeueErased(volume.slot, state, volume, options); // already erased; its ciphertext may not have been queued
+      return {};
+    }
     if (record.phase === 'preparing') {
       await recoverInterrupted(volume.slot, state, options);
       return {};

@@ -73,7 +73,8 @@ export const HOOK_STEPS = {
   erase: ['erase:intent-recorded', ...RETIRE_STEPS, 'erase:done'],
   // recycle runs the erase and prepare halves concurrently between its own two steps.
   recycle: ['recycle:intent-recorded', ...BUILD_STEPS, ...RETIRE_STEPS, 'recycle:ready'],
-  reconcile: ['reconcile:recovered', 'reconcile:targets-forgotten', 'reconcile:key-added', 'reconcile:key-removed'],
+  // reconcile rolls an interrupted erase forward (recovery.ts, finishRetiring), reporting the erase's steps as it goes.
+  reconcile: ['reconcile:recovered', 'reconcile:targets-forgotten', 'reconcile:key-added', 'reconcile:key-removed', ...RETIRE_STEPS, 'erase:done'],
 } as const;
 
 export type HookName = keyof typeof HOOK_STEPS;

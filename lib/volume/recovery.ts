@@ -16,7 +16,7 @@ import { SlotKeys } from '../keys/index.js';
 import { PROBE_FILE_SIZE } from './generation.js';
 import { emit, step, type HookOptions } from './hook-options.js';
 import { removalOptions, removeVolumeKey } from './key-residency.js';
-import { slotPaths, volumePath } from './slot-layout.js';
+import { slotPaths, volumeName, volumePath } from './slot-layout.js';
 import { writeSlotState, type RetiringRecord, type SlotState } from './slot-state.js';
 import { defaultTrash } from './trash.js';
 import { removeTree } from './tree-remover.js';
@@ -108,6 +108,20 @@ export async function finishRetiring(slot: string, state: SlotState, options: Ho
   await step('erase:done', options);
   (options.trash ?? defaultTrash()).add(trashed);
   return trashed;
+}
+
+/**
+ * A retried erase or recycle of `volume` that finds the erase already
+ * recorded: queues the ciphertext for deletion if it is still in the trash.
+ * The first call, killed between recording the erase (erase:done,
+ * recycle:ready) and queueing the deletion, left it there, and nothing but a
+ * reconcile would queue it. The path comes from the state, not the claim.
+ */
+export function requeueErased(slot: string, state: SlotState, volume: { generation: number; identifier: string }, options: HookOptions): void {
+  const erased = state.lastErased;
+  if (erased?.generation !== volume.generation || erased.identifier !== volume.identifier) return;
+  const trashed = join(slotPaths(slot).trashDir, volumeName(erased.generation));
+  if (exists(trashed)) (options.trash ?? defaultTrash()).add(trashed);
 }
 
 // Metadata calls on the hook's path are synchronous (see durable-fs.ts).

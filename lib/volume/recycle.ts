@@ -19,7 +19,7 @@ import { decideErase } from './erase.js';
 import { buildGeneration, checkMode, startGeneration, type GenerationOptions } from './generation.js';
 import { step, type Volume } from './hook-options.js';
 import { checkProtector, prepareLocked } from './prepare.js';
-import { recoverInterrupted, retire } from './recovery.js';
+import { recoverInterrupted, requeueErased, retire } from './recovery.js';
 import { withVolumeLock } from './hook-lock.js';
 import { readSlotState, writeSlotState, type SlotState } from './slot-state.js';
 import { volumeOf } from './slot.js';
@@ -42,7 +42,8 @@ export async function recycle(volume: Volume, protector: OpenProtector, options:
     const state = await recoverInterrupted(slot, await readSlotState(slot), withTrash);
     const current = state.volume;
     if (alreadyRecycled(state, volume)) {
-      // A retry: the erase is done; the next generation may not be.
+      // A retry: the erase is done (its ciphertext perhaps not yet queued for deletion); the next generation may not be.
+      requeueErased(slot, state, volume, withTrash);
       if (current?.phase === 'ready') {
         const next = volumeOf(slot, state)!;
         await verifyVolumeDirectory(next, 'hand out');
