@@ -3,13 +3,16 @@
 // changes by itself (mount ids, key reference counts, expiry countdowns),
 // notices a real mount made after its snapshot, and its command exits 1
 // naming the change.
-import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import {
+  attribute,
+  CHECKOUT,
   compareLive,
   diffSnapshots,
+  liveScratch,
   normaliseKeys,
   normaliseKeyUsers,
   normaliseMountinfo,
@@ -93,7 +96,7 @@ t.test('a real mount made after the snapshot is noticed, and gone once it is unm
   t.equal(added.length, 1, 'one difference for it');
   t.match(added[0], new RegExp(`^mount added: ${fs.mountpoint} root=/ tmpfs tmpfs rw,.*size=16384k`));
   fs.cleanup();
-  t.same(mine(await compareLive(before, 0)), [], 'unmounted: no longer a difference');
+  t.same(mine((await compareLive(before, 0)).counted), [], 'unmounted: no longer a difference');
 });
 
 t.test('the command: exit 1 and one "host change:" line per difference; exit 0 when nothing changed', async (t) => {
@@ -115,7 +118,7 @@ t.test('the command: exit 1 and one "host change:" line per difference; exit 0 w
   const altered = structuredClone(snapshot);
   altered.directories['/tmp'] = '1777 0:0' === snapshot.directories['/tmp'] ? '0755 0:0' : '1777 0:0';
   altered.loops.push('loop99 /tmp/leaked/fs.img');
-  // Under a scratch directory a live process registered (this one's): said so.
+  // Under a scratch directory a live process of this checkout registered (this one's): counted, and said so.
   altered.mounts.push(`${dir}/mnt root=/ tmpfs tmpfs rw rw`);
   const after = join(dir, 'after.json');
   writeFileSync(after, JSON.stringify(altered));
@@ -123,9 +126,45 @@ t.test('the command: exit 1 and one "host change:" line per difference; exit 0 w
   t.equal(changed.code, 1);
   t.match(changed.stdout, /^host change: directory \/tmp changed: /m);
   t.match(changed.stdout, /^host change: loop device added: loop99 \/tmp\/leaked\/fs\.img$/m);
-  t.match(changed.stdout, new RegExp(`^host change: mount added: ${dir}/mnt root=/ tmpfs tmpfs rw rw \\(in a scratch directory of live process ${process.pid}: another test run on this machine\\?\\)$`, 'm'));
+  t.match(changed.stdout, new RegExp(`^host change: mount added: ${dir}/mnt root=/ tmpfs tmpfs rw rw \\(in a scratch directory of live process ${process.pid} of this checkout: it outlived the run\\)$`, 'm'));
   t.equal(changed.stdout.split('\n').filter((l) => l.startsWith('host change: ')).length, 3, 'one line per difference');
   t.match(changed.stdout, /^host check: 3 change\(s\) on the host/m);
 
   t.equal(run('compare').code, 2, 'usage error');
+});
+
+t.test("another checkout's live scratch directories are reported but not counted; this checkout's and unowned ones count", async (t) => {
+  const lines = [
+    'mount added: /tmp/fscrypt-local-test-a/mnt root=/ ext4 /dev/loop0 rw rw',
+    'loop device removed: loop1 /tmp/fscrypt-local-test-b/fs.img',
+    'mount added: /tmp/fscrypt-local-test-c/mnt root=/ tmpfs tmpfs rw rw',
+    'mount added: /tmp/fscrypt-local-test-ab/mnt root=/ tmpfs tmpfs rw rw',
+    'directory /tmp changed: 1777 0:0 -> 0755 0:0',
+  ];
+  const other = { pid: 101, cwd: '/work/elsewhere' };
+  const result = attribute(lines, [{ '/tmp/fscrypt-local-test-b': other }, { '/tmp/fscrypt-local-test-a': other, '/tmp/fscrypt-local-test-c': { pid: 102, cwd: `${CHECKOUT}/test` } }], CHECKOUT);
+  t.same(result.ignored, [
+    `${lines[0]} (in a scratch directory of process 101, working in /work/elsewhere: another checkout's test run)`,
+    `${lines[1]} (in a scratch directory of process 101, working in /work/elsewhere: another checkout's test run)`,
+  ], 'owned by another checkout, live at the snapshot or now');
+  t.same(result.counted, [
+    `${lines[2]} (in a scratch directory of live process 102 of this checkout: it outlived the run)`,
+    lines[3],
+    lines[4],
+  ], "this checkout's, a directory whose name only starts the same, and what no scratch directory holds");
+});
+
+t.test('liveScratch: registered directories of live processes, with their working directory; none once they exit', async (t) => {
+  const run = scratchDir(t, 'fscrypt-local-run-');
+  const child = spawn('sleep', ['60'], { cwd: '/', stdio: 'ignore' });
+  t.teardown(() => void child.kill());
+  await new Promise((resolve) => child.once('spawn', resolve));
+  mkdirSync(join(run, 'fscrypt-local-test-x'));
+  writeFileSync(join(run, 'fscrypt-local-test-x', 'r.json'), JSON.stringify({ pid: child.pid, dir: '/tmp/somewhere', mountpoint: '/tmp/somewhere/mnt' }));
+  writeFileSync(join(run, 'fscrypt-local-test-x', 'broken.json'), '{');
+  t.same(liveScratch(run), { '/tmp/somewhere': { pid: child.pid, cwd: '/' } });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill();
+  await exited;
+  t.same(liveScratch(run), {}, 'a dead process owns nothing');
 });
