@@ -1,7 +1,9 @@
 // Keys in the filesystem keyring, on the real kernel: add, identify, status,
 // remove (including busy files), key_id adds, and many operations in flight.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import {
@@ -15,9 +17,11 @@ import {
   setPolicy,
 } from '../lib/kernel/index.js';
 import { ext4 } from './fixtures/scratch-fs.js';
-import { kernelCallAs, randomKey, rejection } from './fixtures/helpers.js';
+import { kernelCallAs, kernelCallsInSession, randomKey, rejection } from './fixtures/helpers.js';
+import { KEYCTL, needs } from './fixtures/optional.js';
 
-const fs = ext4(t);
+// Reachable: nobody (uid 65534) claims keys on it too.
+const fs = ext4(t, { reachable: true });
 const mnt = fs.mountpoint;
 
 t.test('addKey returns the identifier userspace HKDF computes, for 16 to 64 byte keys', async (t) => {
@@ -53,8 +57,6 @@ t.test('getKeyStatus follows add, re-add and remove', async (t) => {
 t.test('a key added by another user is reported as otherUsers, and allUsers removes it', async (t) => {
   const key = randomKey();
   const id = await addKey(mnt, key);
-  // Let nobody (uid 65534) reach the mount to claim the key too.
-  execFileSync('chmod', ['755', join(mnt, '..'), join(mnt, '../..')]);
   const claimed = kernelCallAs('addKey', [mnt, { hex: key.toString('hex') }]);
   t.same(claimed, { ok: true, result: id });
   t.same(await getKeyStatus(mnt, id), { status: 'present', addedBySelf: true, userCount: 2 });
@@ -94,35 +96,41 @@ t.test('removing a key while a file is open reports filesBusy; removing again af
   t.match(await rejection(readFile(join(dir, names[0]!))), { errno: -126 });
 });
 
-t.test('addKeyById adds an fscrypt-provisioning key from the kernel keyring', async (t) => {
-  const key = randomKey();
-  // struct fscrypt_provisioning_key_payload { u32 type; u32 flags; u8 raw[]; }
-  const payload = Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0, 0]), key]);
-  const serial = Number(
-    execFileSync('keyctl', ['padd', 'fscrypt-provisioning', `fscrypt-local-test:${process.pid}`, '@u'], { input: payload })
-      .toString()
-      .trim(),
-  );
-  t.teardown(() => {
-    execFileSync('keyctl', ['unlink', String(serial), '@u']);
-  });
-  const id = await addKeyById(mnt, serial);
-  t.equal(id, keyIdentifier(key));
-  t.equal((await getKeyStatus(mnt, id)).status, 'present');
-  await removeKey(mnt, id);
+/** Lines of /proc/keys (the keys this process may view) that mention `text`. */
+function procKeys(text: string): string[] {
+  return readFileSync('/proc/keys', 'utf8')
+    .split('\n')
+    .filter((line) => line.includes(text));
+}
 
-  // A key of the wrong specifier type (descriptor = 1) is rejected.
-  const wrongType = Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), key]);
-  const wrongSerial = Number(
-    execFileSync('keyctl', ['padd', 'fscrypt-provisioning', `fscrypt-local-test-v1:${process.pid}`, '@u'], { input: wrongType })
-      .toString()
-      .trim(),
-  );
-  t.teardown(() => {
-    execFileSync('keyctl', ['unlink', String(wrongSerial), '@u']);
+t.test('addKeyById adds an fscrypt-provisioning key from a kernel keyring', async (t) => {
+  if (!needs(t, KEYCTL)) return;
+  const key = randomKey();
+  const id = keyIdentifier(key);
+  const tag = `fscrypt-local-test-${process.pid}`;
+  // struct fscrypt_provisioning_key_payload { u32 type; u32 flags; u8 raw[]; }
+  const sessionKey = (type: number, description: string): unknown => ({
+    sessionKey: { type: 'fscrypt-provisioning', description, hex: Buffer.concat([Buffer.from([type, 0, 0, 0, 0, 0, 0, 0]), key]).toString('hex') },
   });
-  t.match(await rejection(addKeyById(mnt, wrongSerial)), { code: 'EKEYREJECTED', ioctl: 'FS_IOC_ADD_ENCRYPTION_KEY' });
-  // A serial that names no key at all.
+  // In a child with a session keyring of its own: the keys (and the keyring)
+  // go when it exits, and no keyring of the host (root's @u) is touched.
+  const [added, status, removed, wrongType] = kernelCallsInSession([
+    { fn: 'addKeyById', args: [mnt, sessionKey(2, `${tag}:v2`)] },
+    { fn: 'getKeyStatus', args: [mnt, id] },
+    { fn: 'removeKey', args: [mnt, id] },
+    // A key of the wrong specifier type (descriptor = 1) is rejected.
+    { fn: 'addKeyById', args: [mnt, sessionKey(1, `${tag}:v1`)] },
+  ]);
+  t.same(added, { ok: true, result: id }, 'the identifier of the raw key in the keyring');
+  t.match(status, { ok: true, result: { status: 'present', addedBySelf: true } });
+  t.same(removed, { ok: true, result: { filesBusy: false, otherUsers: false } });
+  t.match(wrongType, { ok: false, error: { code: 'EKEYREJECTED', ioctl: 'FS_IOC_ADD_ENCRYPTION_KEY' } });
+  // The kernel destroys unlinked keys in a deferred garbage collection.
+  for (let i = 0; i < 50 && procKeys(tag).length > 0; i++) await sleep(100);
+  t.same(procKeys(tag), [], 'the provisioning keys went with the child\'s session keyring');
+});
+
+t.test('addKeyById with a serial that names no key is ENOKEY', async (t) => {
   t.match(await rejection(addKeyById(mnt, 0x7ffffff0)), { code: 'ENOKEY', message: /fscrypt-provisioning key/ });
 });
 

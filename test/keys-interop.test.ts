@@ -11,6 +11,7 @@ import { newPolicyKey, SlotKeys, wipe, writeFscryptConf, type KeySourceSpec, typ
 import { rejection } from './fixtures/helpers.js';
 import { FAST_COSTS, kekFile, passphraseFile, runFscrypt, secretsDir } from './fixtures/keys-helpers.js';
 import { startFakeKms } from './fixtures/kms-plugin.js';
+import { FSCRYPT, needs } from './fixtures/optional.js';
 import { ext4 } from './fixtures/scratch-fs.js';
 
 let secrets: string;
@@ -56,6 +57,7 @@ async function unlockWithLibrary(mnt: string, dir: string, source: KeySourceSpec
 }
 
 t.test('a volume whose metadata this library wrote is unlocked by `fscrypt unlock --key=<kek file>`', async (t) => {
+  if (!needs(t, FSCRYPT)) return;
   const { mountpoint: mnt } = ext4(t);
   const kek = await kekFile(secrets, 'lib-kek');
   const slot = new SlotKeys(mnt);
@@ -84,6 +86,7 @@ t.test('a volume whose metadata this library wrote is unlocked by `fscrypt unloc
 });
 
 t.test('a passphrase protector this library wrote is unlocked by `fscrypt unlock` with the passphrase', async (t) => {
+  if (!needs(t, FSCRYPT)) return;
   const { mountpoint: mnt } = ext4(t);
   const spec = await passphraseFile(secrets, 'lib passphrase', 'lib-pass', FAST_COSTS);
   const open = await new SlotKeys(mnt).createAndOpenProtector(spec, { name: 'pw' });
@@ -98,6 +101,7 @@ t.test('a passphrase protector this library wrote is unlocked by `fscrypt unlock
 });
 
 t.test('a directory `fscrypt encrypt --source=raw_key` made is unlocked by this library', async (t) => {
+  if (!needs(t, FSCRYPT)) return;
   const { mountpoint: mnt } = ext4(t);
   t.equal((await runFscrypt(conf, ['setup', mnt, '--quiet'])).code, 0);
   const kek = await kekFile(secrets, 'tool-kek');
@@ -119,6 +123,7 @@ t.test('a directory `fscrypt encrypt --source=raw_key` made is unlocked by this 
 });
 
 t.test('a directory `fscrypt encrypt --source=custom_passphrase` made is unlocked by this library', async (t) => {
+  if (!needs(t, FSCRYPT)) return;
   const { mountpoint: mnt } = ext4(t);
   t.equal((await runFscrypt(conf, ['setup', mnt, '--quiet'])).code, 0);
   const dir = join(mnt, 'made-by-fscrypt');
@@ -138,6 +143,7 @@ t.test('a directory `fscrypt encrypt --source=custom_passphrase` made is unlocke
 });
 
 t.test('after rotate(), `fscrypt unlock` takes the new KEK and refuses the old one', async (t) => {
+  if (!needs(t, FSCRYPT)) return;
   const { mountpoint: mnt } = ext4(t);
   const oldKek = await kekFile(secrets, 'rot-old');
   const newKek = await kekFile(secrets, 'rot-new');
@@ -154,6 +160,7 @@ t.test('after rotate(), `fscrypt unlock` takes the new KEK and refuses the old o
 });
 
 t.test('KMS-protected volumes: the stock tool is not confused, and a break-glass file protector still unlocks', async (t) => {
+  if (!needs(t, FSCRYPT)) return;
   const { mountpoint: mnt } = ext4(t);
   const kms = await startFakeKms(t);
   const kek = await kekFile(secrets, 'kms-break-glass');
