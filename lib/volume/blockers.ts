@@ -61,10 +61,12 @@ interface MountTable {
 }
 
 const PROCESS_CONCURRENCY = 16;
-const IGNORED_ERRNOS = new Set(['ENOENT', 'ESRCH', 'EACCES', 'EPERM']);
+const IGNORED_ERRNOS = new Set(['ENOENT', 'ESRCH', 'EACCES', 'EPERM', 'ENAMETOOLONG']);
 
 function isVanished(error: unknown): boolean {
-  // A process that exited during the scan (ENOENT, ESRCH), or one /proc hides from us.
+  // A process that exited during the scan (ENOENT, ESRCH), one /proc hides
+  // from us, or a link the kernel cannot write out (ENAMETOOLONG: a path
+  // longer than a page, which any process on the node may hold).
   return IGNORED_ERRNOS.has((error as NodeJS.ErrnoException | undefined)?.code ?? '');
 }
 
