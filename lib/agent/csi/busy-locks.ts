@@ -72,7 +72,13 @@ export class BusyLocks {
 
   /** An unpublish left the key of `volume` incompletely removed: keep removing it. */
   add(volumeId: string, volume: Volume, target: string, blockers: Blocker[]): void {
-    if (this.#stopping.signal.aborted) return;
+    if (this.#stopping.signal.aborted) {
+      this.#log.error(
+        { volume_id: volumeId, volume: volume.path, slot: volume.slot, blockers },
+        `stopping with the key of ${volume.path} still incompletely removed (files busy): the next start's reconcile of ${volume.slot} removes it`,
+      );
+      return;
+    }
     const key = `${volume.slot}\0${volume.generation}`;
     const existing = this.#entries.get(key);
     if (existing !== undefined) {
