@@ -62,8 +62,7 @@ export function unary<Req, Res>(method: string, options: RpcOptions, fields: (re
     const started = performance.now();
     const request = call.request;
     let about: CallFields = {};
-    let deadline: AbortSignal | undefined;
-
+    let timedOut = false;
     const done = (code: GrpcCodeName, message?: string, error?: unknown): void => {
       const line = {
         method,
@@ -87,21 +86,33 @@ export function unary<Req, Res>(method: string, options: RpcOptions, fields: (re
       }
     };
     const run = (async () => {
+      // One controller per call, fired by the deadline, the client's cancel
+      // or the server's stop; every listener and timer is gone when the call
+      // ends (no AbortSignal.any on the long-lived stop signal).
+      const controller = new AbortController();
+      const onStop = (): void => controller.abort(options.stopping.reason);
+      let timer: NodeJS.Timeout | undefined;
       try {
         about = fields(request);
         const budget = budgetOf(call as grpc.ServerUnaryCall<unknown, unknown>, options.maxCallMs);
-        deadline = AbortSignal.timeout(budget);
-        const cancel = new AbortController();
-        call.once('cancelled', () => cancel.abort(new DOMException('the client cancelled the call', 'AbortError')));
-        const signal = AbortSignal.any([deadline, cancel.signal, options.stopping]);
-        const response = await handler(request, { signal, lockTimeoutMs: budget });
+        timer = setTimeout(() => {
+          timedOut = true;
+          controller.abort(new DOMException('the call reached its deadline', 'TimeoutError'));
+        }, budget);
+        call.once('cancelled', () => controller.abort(new DOMException('the client cancelled the call', 'AbortError')));
+        if (options.stopping.aborted) onStop();
+        else options.stopping.addEventListener('abort', onStop, { once: true });
+        const response = await handler(request, { signal: controller.signal, lockTimeoutMs: budget });
         done('OK');
         answer(() => callback(null, response));
       } catch (error) {
-        const code = grpcCodeFor(error, { deadlinePassed: deadline?.aborted === true });
+        const code = grpcCodeFor(error, { deadlinePassed: timedOut });
         const message = messageOf(error, about, options.nodeId, code);
         done(code, message, error);
         answer(() => callback(statusOf(code, message)));
+      } finally {
+        clearTimeout(timer);
+        options.stopping.removeEventListener('abort', onStop);
       }
     })();
     options.inFlight.add(run);
