@@ -71,6 +71,29 @@ t.test('a busy unpublish answers OK, names the blocker, and the key goes once th
   t.same((await slotStatus(slot.slot)).volume?.targets, [], 'the unmounted target is forgotten once the key is out');
 });
 
+t.test('a target a host process still uses cannot be unmounted: FAILED_PRECONDITION naming it, and kubelet’s retry succeeds once it is gone', async (t) => {
+  const slot = await freshSlot(t);
+  const volume = await prepare(slot.slot, slot.protector);
+  const kubelet = kubeletTree(t);
+  const { client } = await startServer(t, { slots: slotTable(slot), kubeletDir: kubelet.root });
+  const volumeId = handleOf(volume, slot.protector);
+  const target = await kubelet.newTarget();
+  await client.node('NodePublishVolume', { volume_id: volumeId, target_path: target, volume_capability: mountCapability() });
+  await writeFile(join(target, 'held'), 'in use');
+  const holder = spawn('sh', ['-c', `exec 3<'${join(target, 'held')}'; echo ready; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await new Promise((resolve) => holder.stdout.once('data', resolve));
+
+  const busy = await rejection(client.node('NodeUnpublishVolume', { volume_id: volumeId, target_path: target }));
+  t.match(busy, { code: grpc.status.FAILED_PRECONDITION, details: new RegExp(`cannot unmount .*target is busy.*pid ${holder.pid} \\(sleep\\)`, 's') });
+  t.ok(await mountAt(target), 'the target stays mounted: a mount in use is never detached behind its user');
+  t.equal((await getKeyStatus(slot.slot, volume.identifier)).status, 'present');
+  holder.kill('SIGKILL');
+  await new Promise((resolve) => holder.once('exit', resolve));
+  await client.node('NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
+  t.equal((await getKeyStatus(slot.slot, volume.identifier)).status, 'absent');
+});
+
 t.test('a volume published again while its key removal is pending keeps its key', async (t) => {
   const slot = await freshSlot(t);
   const volume = await prepare(slot.slot, slot.protector);
