@@ -198,6 +198,17 @@ t.test('forged volume handles are NOT_FOUND, with nothing mounted and no key add
   t.equal(await keyOf(slot, volume), 'absent', 'no key was added');
   t.same((await slotStatus(slot.slot)).volume?.targets, [], 'no target recorded');
 
+  // An unknown handle with a real mount at its target: not OK, and not touched.
+  const mounted = await kubelet.newTarget();
+  await client.node('NodePublishVolume', publishRequest(volumeId, mounted));
+  const [forgedId] = forged[0]!;
+  t.match(await rejection(client.node('NodeUnpublishVolume', { volume_id: forgedId, target_path: mounted })), {
+    code: grpc.status.FAILED_PRECONDITION,
+    details: /still has a mount .* not a volume handle of this driver.*left alone/,
+  });
+  t.ok(await mountAt(mounted), 'the mount is left alone');
+  await client.node('NodeUnpublishVolume', { volume_id: volumeId, target_path: mounted });
+
   // An erased generation: its handle names a key that no longer exists.
   const { next } = await recycle(volume, slot.protector, { trash });
   await trash.idle();

@@ -21,6 +21,7 @@ import { realpath, statfs } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isFscryptError } from '../../kernel/errors.js';
 import { lock, slotStatus, unlock, type Blocker } from '../../volume/index.js';
+import { mountAt } from '../../volume/mounts.js';
 import type { BusyLocks } from './busy-locks.js';
 import { CsiError } from './errors.js';
 import type { CsiLog } from './log.js';
@@ -76,11 +77,19 @@ export function nodeService(options: NodeOptions) {
       try {
         resolved = await resolver.resolve(request.volume_id, { unpublish: true });
       } catch (error) {
-        // An unknown volume has nothing published here: kubelet may retry
-        // an unpublish that succeeded, after the volume was erased.
-        if (error instanceof CsiError && error.grpcCode === 'NOT_FOUND') return {};
-        if (isFscryptError(error, 'ERR_NO_VOLUME', 'ERR_NOT_CURRENT')) return {};
-        throw error;
+        const unknown = (error instanceof CsiError && error.grpcCode === 'NOT_FOUND') || isFscryptError(error, 'ERR_NO_VOLUME', 'ERR_NOT_CURRENT');
+        if (!unknown) throw error;
+        // An unknown volume has nothing published here (kubelet may retry an
+        // unpublish that succeeded): OK. Unless something is still mounted at
+        // the target: then OK would be a lie, and it is not ours to touch.
+        const mounted = await mountAt(target).catch(() => undefined);
+        if (mounted !== undefined) {
+          throw new CsiError(
+            'FAILED_PRECONDITION',
+            `${target} still has a mount (${mounted.source} ${mounted.root}), but ${error instanceof Error ? error.message : String(error)}; it is left alone: unmount it by hand if it is stale`,
+          );
+        }
+        return {};
       }
       const { volume } = resolved;
       let blockers: Blocker[] = [];
