@@ -181,10 +181,10 @@ t.test('forged volume handles are NOT_FOUND, with nothing mounted and no key add
     [`v1.${node}.${descriptor}/${generation}.${key}`, /not a volume handle/],
     [`v1.${node}.${descriptor}.${generation}.${key}\0`, /not a volume handle/],
     [`${good}${'0'.repeat(200)}`, /not a volume handle/],
-    [formatVolumeHandle({ nodeName: 'node-b', slot: descriptor!, generation: volume.generation, identifier: volume.identifier }), /belongs to another node, not to node node-a/],
-    [`v1.${node}.0000000000000000.${generation}.${key}`, /slot 0000000000000000, which node node-a does not serve/],
-    [`v1.${node}.${descriptor}.${generation}.0000000000000000`, /names key 0000000000000000…, but .* has key/],
-    [`v1.${node}.${descriptor}.${volume.generation + 1}.${key}`, /generation 2 of slot .* whose current volume is vol-1/],
+    [formatVolumeHandle({ nodeName: 'node-b', slot: descriptor!, generation: volume.generation, identifier: volume.identifier }), /on node node-a: the volume belongs to another node, not to node-a/],
+    [`v1.${node}.0000000000000000.${generation}.${key}`, /its slot 0000000000000000 is not served by this node's agent/],
+    [`v1.${node}.${descriptor}.${generation}.0000000000000000`, /the handle names key 0000000000000000…, but .* has key/],
+    [`v1.${node}.${descriptor}.${volume.generation + 1}.${key}`, /generation 2 of slot .* was erased \(the slot's current volume is vol-1\)/],
   ];
   for (const [id, message] of forged) {
     const target = await kubelet.newTarget();
@@ -213,7 +213,7 @@ t.test('forged volume handles are NOT_FOUND, with nothing mounted and no key add
   const { next } = await recycle(volume, slot.protector, { trash });
   await trash.idle();
   const target = await kubelet.newTarget();
-  t.match(await rejection(client.node('NodePublishVolume', publishRequest(volumeId, target))), { code: grpc.status.NOT_FOUND, details: /generation 1 of slot .* current volume is vol-2: generation 1 was erased/ });
+  t.match(await rejection(client.node('NodePublishVolume', publishRequest(volumeId, target))), { code: grpc.status.NOT_FOUND, details: /generation 1 of slot .* was erased \(the slot's current volume is vol-2\)/ });
   t.notOk(existsSync(target));
   await client.node('NodePublishVolume', publishRequest(handleOf(next, slot.protector), target));
   t.ok(await mountAt(target), 'the new generation’s handle works');
@@ -310,7 +310,7 @@ t.test('a slot whose disk went away under a published target: unpublish still un
   execFileSync('umount', ['-l', slot.slot]);
   t.match(await rejection(client.node('NodePublishVolume', publishRequest(volumeId, await kubelet.newTarget()))), {
     code: grpc.status.FAILED_PRECONDITION,
-    details: /has no slot state .* is its disk mounted there\?/,
+    details: /its slot .* has no slot state: is the slot's disk mounted there\?/,
   });
   await client.node('NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
   t.equal(await mountAt(target), undefined, 'the target is unmounted');

@@ -125,7 +125,7 @@ export function nodeService(options: NodeOptions) {
       const status = await slotStatus(entry.root);
       const target = path === undefined ? undefined : status.volume?.targets.find((t) => t.path === path);
       if (status.volume === null || target === undefined) {
-        throw new CsiError('NOT_FOUND', `${request.volume_path} is not a target of volume ${volume.path} on node ${options.nodeId}`);
+        throw new CsiError('NOT_FOUND', `${request.volume_path} is not a target of this volume (${volume.path})`);
       }
       const fs = await statfs(entry.root, { bigint: true });
       const problems: string[] = [];

@@ -59,12 +59,12 @@ export class VolumeResolver {
   async resolve(volumeId: string, options: { unpublish?: boolean } = {}): Promise<ResolvedVolume> {
     const handle = parseVolumeHandle(volumeId);
     if (handle === undefined) {
-      throw new CsiError('NOT_FOUND', `${shownId(volumeId)} is not a volume handle of this driver (v1.<node>.<slot>.<generation>.<key>)`);
+      throw new CsiError('NOT_FOUND', 'not a volume handle of this driver (v1.<node>.<slot>.<generation>.<key>)');
     }
-    if (handle.node !== this.#tag) throw new CsiError('NOT_FOUND', `volume ${volumeId} belongs to another node, not to node ${this.nodeId}`);
+    if (handle.node !== this.#tag) throw new CsiError('NOT_FOUND', `the volume belongs to another node, not to ${this.nodeId}`);
     const entry = this.slots.get(handle.slot);
     if (entry === undefined) {
-      throw new CsiError('NOT_FOUND', `volume ${volumeId} is on slot ${handle.slot}, which node ${this.nodeId} does not serve: is that slot's disk mounted and configured?`);
+      throw new CsiError('NOT_FOUND', `its slot ${handle.slot} is not served by this node's agent: is the slot's disk mounted, and in the agent's configuration?`);
     }
     if (entry.protector !== undefined && entry.protector.descriptor !== handle.slot) {
       throw new CsiError('INTERNAL', `the agent's slot table is wrong: slot ${handle.slot} maps to ${entry.root}, whose protector is ${entry.protector.descriptor}`);
@@ -74,7 +74,7 @@ export class VolumeResolver {
       if (!(await isSlot(entry.root))) {
         throw new CsiError(
           'FAILED_PRECONDITION',
-          `slot ${entry.root} of volume ${volumeId} has no slot state on node ${this.nodeId}: is its disk mounted there? Mount it, then run \`fscrypt-local reconcile ${entry.root}\``,
+          `its slot ${entry.root} has no slot state: is the slot's disk mounted there? Mount it, then run \`fscrypt-local reconcile ${entry.root}\``,
         );
       }
       volume = await resolveVolume(entry.root);
@@ -85,10 +85,10 @@ export class VolumeResolver {
       throw error;
     }
     if (volume.generation !== handle.generation) {
-      throw new CsiError('NOT_FOUND', `volume ${volumeId} is generation ${handle.generation} of slot ${entry.root}, whose current volume is ${volume.name}: generation ${handle.generation} was erased`);
+      throw new CsiError('NOT_FOUND', `generation ${handle.generation} of slot ${entry.root} was erased (the slot's current volume is ${volume.name})`);
     }
     if (!volume.identifier.startsWith(handle.key)) {
-      throw new CsiError('NOT_FOUND', `volume ${volumeId} names key ${handle.key}…, but ${volume.path} on node ${this.nodeId} has key ${volume.identifier.slice(0, 16)}…: not the same volume`);
+      throw new CsiError('NOT_FOUND', `the handle names key ${handle.key}…, but ${volume.path} has key ${volume.identifier.slice(0, 16)}…: not the same volume`);
     }
     this.#seen.set(volumeId, volume);
     return { handle, entry, volume };
