@@ -21,7 +21,7 @@ const npm = (args: string[], cwd: string): string =>
 t.test('npm pack contains the sources the addon builds from, and the compiled library', async (t) => {
   const [packed] = JSON.parse(npm(['pack', '--json', '--pack-destination', work], root)) as { files: { path: string }[] }[];
   const files = packed!.files.map((f) => f.path);
-  for (const expected of ['binding.gyp', 'native/addon.cc', 'native/fscrypt_uapi.h', 'dist/index.js', 'dist/index.d.ts', 'package.json']) {
+  for (const expected of ['binding.gyp', 'native/addon.cc', 'native/fscrypt_uapi.h', 'dist/index.js', 'dist/index.d.ts', 'dist/agent/csi/csi.proto', 'package.json']) {
     t.ok(files.includes(expected), `contains ${expected}`);
   }
   t.notOk(files.some((f) => f.startsWith('build/') || f.startsWith('test/') || f.startsWith('lib/')), 'no build output, tests or TS sources');
@@ -61,4 +61,12 @@ console.log(JSON.stringify({ same: id === keyIdentifier(key), status: status.sta
   );
   const out = execFileSync(process.execPath, ['use.mjs', fs.mountpoint], { cwd: project, encoding: 'utf8' });
   t.same(JSON.parse(out), { same: true, status: 'present', invalid: 'ERR_INVALID_ARG' });
+
+  // The CSI node service loads its .proto from beside its compiled code.
+  const csi = execFileSync(
+    process.execPath,
+    ['--input-type=module', '-e', "const m = await import('./node_modules/fscrypt-local/dist/agent/csi/proto.js'); const { Identity, Node } = m.csiPackage(); console.log(JSON.stringify([...Object.keys(Identity.service), ...Object.keys(Node.service)]))"],
+    { cwd: project, encoding: 'utf8' },
+  );
+  t.same(JSON.parse(csi), ['GetPluginInfo', 'GetPluginCapabilities', 'Probe', 'NodePublishVolume', 'NodeUnpublishVolume', 'NodeGetVolumeStats', 'NodeGetCapabilities', 'NodeGetInfo']);
 });

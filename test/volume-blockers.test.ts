@@ -187,3 +187,18 @@ t.test('describeBlockers writes one line per blocker, up to a limit', async (t) 
 t.test('a directory that does not exist is an error', async (t) => {
   await t.rejects(findBlockers(join(slot, 'missing')), { code: 'ENOENT' });
 });
+
+t.test('a process holding a path longer than PATH_MAX (readlink: ENAMETOOLONG) does not break the scan', async (t) => {
+  const deep = join(slot, 'deep');
+  mkdirSync(deep);
+  // 30 components of 200 bytes: past PATH_MAX (4096), reachable only step by
+  // step; the process keeps a file open there and its working directory in it.
+  const script = `const fs = require('fs'); process.chdir(${JSON.stringify(deep)});
+for (let i = 0; i < 30; i++) { fs.mkdirSync('d'.repeat(200)); process.chdir('d'.repeat(200)); }
+fs.writeFileSync('f', 'x'); globalThis.fd = fs.openSync('f', 'r'); console.log('ready'); setTimeout(() => {}, 60000);`;
+  const holder = await child(t, process.execPath, ['-e', script], { waitReady: true });
+  await t.resolves(findBlockers(vol), 'a scan of another directory ignores the unreadable link');
+  t.same(ofPid(await findBlockers(vol), holder.pid), []);
+  await t.resolves(findBlockers(deep), 'and so does a scan of the directory holding it');
+  await stop(holder);
+});

@@ -61,13 +61,12 @@ interface MountTable {
 }
 
 const PROCESS_CONCURRENCY = 16;
-// ENAMETOOLONG: a link whose path is longer than PATH_MAX cannot be read
-// through readlink (seen from another process's fd on a busy host); that
-// one entry is skipped, the scan goes on, and the lock still reports busy.
 const IGNORED_ERRNOS = new Set(['ENOENT', 'ESRCH', 'EACCES', 'EPERM', 'ENAMETOOLONG']);
 
 function isVanished(error: unknown): boolean {
-  // A process that exited during the scan (ENOENT, ESRCH), one /proc hides from us, or a path too long to read.
+  // A process that exited during the scan (ENOENT, ESRCH), one /proc hides
+  // from us, or a link the kernel cannot write out (ENAMETOOLONG: a path
+  // longer than a page, which any process on the node may hold).
   return IGNORED_ERRNOS.has((error as NodeJS.ErrnoException | undefined)?.code ?? '');
 }
 

@@ -50,7 +50,8 @@ export async function removeVolumeKey(slot: string, identifier: string, options:
     }
     if ((await getKeyStatus(slot, identifier)).status === 'absent') return { attempts: attempt };
 
-    const blockers = await findBlockers(options.dir);
+    // Naming the blockers is a report: its failure never fails the removal.
+    const blockers = await findBlockers(options.dir).catch((): Blocker[] => []);
     options.onBusy?.({ attempt, blockers });
     if (Date.now() >= deadline || options.signal?.aborted) {
       throw new FscryptError(
