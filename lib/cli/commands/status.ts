@@ -110,7 +110,8 @@ function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[])
   const line = (text: string): void => void lines.push(printable(text));
   for (const s of slots) {
     for (const t of s.volume?.targets ?? []) {
-      line(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : ' [recorded, but not mounted: run reconcile]'}`);
+      const unmounted = s.volume?.pendingLock ? ' [unmounted; the key removal waits for busy files]' : ' [recorded, but not mounted: run reconcile]';
+      line(`${s.root}: published at ${t.path}${t.readonly ? ' (read-only)' : ''}${t.mounted ? '' : unmounted}`);
     }
     if (s.volume?.pendingLock !== undefined) {
       const held = s.volume.pendingLock.blockers;
