@@ -199,8 +199,15 @@ t.test('unlock refuses a volume directory that is missing, replaced or a symlink
 
 t.test('volume paths cannot name anything outside a slot', async (t) => {
   const { slot } = await freshSlot(t);
-  for (const path of [join(slot, '..'), join(slot, 'vol-1', '..', '..'), join(slot, 'lost+found'), join(slot, '.fscrypt')]) {
-    await t.rejects(resolveVolume(path), { name: 'FscryptError' }, path);
+  // The slot's parent is no slot; '..' cannot climb out; other names in a slot are no volume.
+  const cases: [string, string][] = [
+    [join(slot, '..'), 'ERR_NOT_MOUNTPOINT'],
+    [join(slot, 'vol-1', '..', '..'), 'ERR_NOT_MOUNTPOINT'],
+    [join(slot, 'lost+found'), 'ERR_UNSAFE_PATH'],
+    [join(slot, '.fscrypt'), 'ERR_UNSAFE_PATH'],
+  ];
+  for (const [path, code] of cases) {
+    t.match(await rejection(resolveVolume(path)), { name: 'FscryptError', code }, `${path}: ${code}`);
   }
 });
 
@@ -242,14 +249,21 @@ t.test('erase of 100k files returns at once; the next generation is usable while
   execFileSync('sh', ['-c', 'cd "$1" && for d in $(seq 1 100); do mkdir d$d; (cd d$d && seq 1 1000 | xargs touch); done', 'sh', target]);
   await lock(volume, target);
 
-  let progressSeen = 0;
-  const trash = new TrashCollector({ onProgress: () => progressSeen++ });
-  await erase(volume, { trash });
+  // erase hands the old tree to its collector and returns; this one holds
+  // the tree instead of deleting it, so "not yet deleted" is certain, not a race.
+  const handedOver: string[] = [];
+  const holding = { add: (tree: string) => void handedOver.push(tree) } as unknown as TrashCollector;
+  await erase(volume, { trash: holding });
+  t.same(handedOver, [join(slot, '.fscrypt-local', 'trash', 'vol-1')], 'erase returned with the old generation handed over, not deleted');
   const next = await prepare(slot, protector);
   const use = await published(protector, next);
-  t.ok(trash.status().current, 'the old generation is still being deleted...');
   await writeFile(join(use, 'new-tenant'), 'already working');
-  t.equal(await readFile(join(use, 'new-tenant'), 'utf8'), 'already working', '...while the new one is in use');
+  t.equal(await readFile(join(use, 'new-tenant'), 'utf8'), 'already working', 'the new generation is in use while the old one waits for deletion');
+  t.equal((await readdir(join(handedOver[0]!))).length, 100, 'the old ciphertext is all still there');
+
+  let progressSeen = 0;
+  const trash = new TrashCollector({ onProgress: () => progressSeen++ });
+  trash.add(handedOver[0]!);
   await trash.idle();
   t.same(trash.status().removed, { trees: 1, files: 100_000, dirs: 101 });
   t.ok(progressSeen > 0, 'deletion reports progress');

@@ -10,6 +10,7 @@ import { getKeyStatus } from '../lib/kernel/index.js';
 import { SlotKeys } from '../lib/keys/index.js';
 import { adminLock, adminUnlock, erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
+import { isBindOf, mountAt } from '../lib/volume/mounts.js';
 import { warmCache } from '../lib/volume/warm-cache.js';
 import { snapshotTree } from './fixtures/keys-helpers.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
@@ -68,14 +69,24 @@ t.test('unlock onto a target that holds another mount fails before adding the ke
   t.same((await slotStatus(slot)).volume?.targets, [], 'no target is recorded');
 });
 
-t.test('unlock of an already published target keeps the key when the state write fails', async (t) => {
+t.test('a publish whose state write fails keeps the key of a volume already published elsewhere, and adds nothing', async (t) => {
   const { slot, protector } = await freshSlot(t);
   const volume = await prepare(slot, protector);
-  const target = await newTarget();
-  await unlock(volume, protector, { path: target });
-  t.same(await unlock(volume, protector, { path: target }), { targets: 1 }, 'idempotent');
-  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present');
-  await lock(volume, target);
+  const first = await newTarget();
+  await unlock(volume, protector, { path: first });
+  t.same(await unlock(volume, protector, { path: first }), { targets: 1 }, 'idempotent');
+  // The state write fails for real: an immutable state file refuses every open for writing (EPERM).
+  const stateFile = join(slot, '.fscrypt-local', 'slot.state');
+  execFileSync('chattr', ['+i', stateFile]);
+  t.teardown(() => execFileSync('chattr', ['-i', stateFile]));
+  const second = await newTarget();
+  t.match(await rejection(unlock(volume, protector, { path: second })), { name: 'FscryptError', code: 'EPERM' });
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present', 'the key stays: the first target still uses it');
+  t.ok(await isBindOf(first, volume.path), 'the first target is still mounted');
+  t.notOk(await mountAt(second).catch(() => undefined), 'nothing was mounted at the second target');
+  execFileSync('chattr', ['-i', stateFile]);
+  await lock(volume, first);
+  t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
 });
 
 t.test('warming the cache before a hook reads only, never fails, and never changes anything, whatever the claim', async (t) => {
