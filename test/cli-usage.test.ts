@@ -132,6 +132,16 @@ t.test('output: results and errors in both forms, and bytes are never serialized
   t.equal(code, 5);
   t.equal(err.text, 'fscrypt-local: warning: careful\nfscrypt-local unlock: error: the key source does not open it\n  (ERR_WRONG_KEY, exit 5)\n');
 
+  // Names from a slot may hold control characters: every line of human output is escaped, line breaks kept.
+  const [eout, eerr] = [sink(), sink()];
+  const escaping = new Output(false, eout, eerr);
+  escaping.result({}, 'reconciled /slot:\n  left vol-\x1b[2J9 alone');
+  escaping.warn('target \x07bell');
+  escaping.failure(Object.assign(new Error("cannot remove '/slot/\x1b]0;owned\x07'"), { code: 'ERR_FOREIGN_ENTRY' }), 'erase');
+  t.equal(eout.text, 'reconciled /slot:\n  left vol-\\x1b[2J9 alone\n');
+  t.notOk(/[\x00-\x08\x0b-\x1f\x7f]/.test(eout.text + eerr.text), 'no control character reaches the terminal');
+  t.match(eerr.text, /target \\x07bell/);
+
   const [jout, jerr] = [sink(), sink()];
   const machine = new Output(true, jout, jerr);
   machine.result({ path: '/x' }, 'done');

@@ -38,6 +38,11 @@ export function printable(text: string): string {
   });
 }
 
+/** printable() line by line: the line breaks of a multi-line text stay. */
+export function printableLines(text: string): string {
+  return text.split('\n').map(printable).join('\n');
+}
+
 /**
  * JSON.stringify that refuses to print bytes: a Buffer or typed array
  * reaching the output is a bug (it could be key material), so it is
@@ -66,15 +71,19 @@ export class Output {
     private readonly stderr: TextSink = process.stderr,
   ) {}
 
-  /** A command's result: `{ ok, ...data }` as JSON, or the human text. */
+  /**
+   * A command's result: `{ ok, ...data }` as JSON, or the human text, every
+   * line of it escaped (a name in a slot may hold control characters: they
+   * must not drive the admin's terminal).
+   */
   result(data: object, human: string, ok = true): void {
     if (this.json) this.stdout.write(`${safeJson({ ok, ...data }, 2)}\n`);
-    else if (human.length > 0) this.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
+    else if (human.length > 0) this.stdout.write(`${printableLines(human.endsWith('\n') ? human.slice(0, -1) : human)}\n`);
   }
 
   /** A warning that does not change the result (stderr, human form only). */
   warn(text: string): void {
-    this.stderr.write(`fscrypt-local: warning: ${text}\n`);
+    this.stderr.write(`fscrypt-local: warning: ${printableLines(text)}\n`);
   }
 
   /** Reports a failure and returns the exit code for it. */
@@ -84,7 +93,7 @@ export class Output {
       this.stdout.write(`${safeJson({ ok: false, error: report }, 2)}\n`);
     } else {
       const where = command === undefined ? 'fscrypt-local' : `fscrypt-local ${command}`;
-      this.stderr.write(`${where}: error: ${report.message}\n  (${report.code}, exit ${exitCodeFor(error)})\n`);
+      this.stderr.write(`${where}: error: ${printableLines(report.message)}\n  (${printable(report.code)}, exit ${exitCodeFor(error)})\n`);
     }
     if (process.env.FSCRYPT_LOCAL_DEBUG === '1' && error instanceof Error && error.stack) this.stderr.write(`${error.stack}\n`);
     return exitCodeFor(error);
