@@ -10,8 +10,6 @@ import { getKeyStatus } from '../lib/kernel/index.js';
 import { SlotKeys } from '../lib/keys/index.js';
 import { adminLock, adminUnlock, erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
-import { warmCache } from '../lib/volume/warm-cache.js';
-import { snapshotTree } from './fixtures/keys-helpers.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
 import { freshSlot } from './fixtures/volume-slot.js';
@@ -76,23 +74,6 @@ t.test('unlock of an already published target keeps the key when the state write
   t.same(await unlock(volume, protector, { path: target }), { targets: 1 }, 'idempotent');
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'present');
   await lock(volume, target);
-});
-
-t.test('warming the cache before a hook reads only, never fails, and never changes anything, whatever the claim', async (t) => {
-  const { slot, protector } = await freshSlot(t);
-  const volume = await prepare(slot, protector);
-  const before = await snapshotTree(slot);
-  const claims: Volume[] = [
-    volume,
-    { ...volume, identifier: '../../etc/passwd' },
-    { ...volume, generation: Number.NaN, name: 'vol-x' },
-    { ...volume, slot: 'relative/slot' },
-    { ...volume, slot: join(slot, 'missing') },
-    { ...volume, slot: '' },
-    { ...volume, slot: `${slot}\0` },
-  ];
-  for (const claim of claims) t.equal(await warmCache(claim), undefined, `warmCache(${JSON.stringify(claim)}) resolves`);
-  t.same(await snapshotTree(slot), before, 'the slot is unchanged');
 });
 
 t.test('hooks refuse a Volume whose path is not the one the slot state derives', async (t) => {

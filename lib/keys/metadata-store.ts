@@ -277,21 +277,6 @@ export class MetadataStore {
   }
 
   /**
-   * Looks up, in parallel and through the thread pool, what writing or
-   * destroying `files` will touch: the files and the metadata directories
-   * (a lookup brings a path's directories and inodes into the cache on its
-   * way), and the erase/ and tmp/ listings. Changes nothing and never fails.
-   */
-  async prefetch(files: string[]): Promise<void> {
-    const { protectorsDir, kmsProtectorsDir, tmpDir, eraseDir } = this.layout;
-    await Promise.all(
-      [...[protectorsDir, kmsProtectorsDir, ...files].map((path) => lstat(path)), readdir(tmpDir), readdir(eraseDir)].map((lookup) =>
-        lookup.catch(() => undefined),
-      ),
-    );
-  }
-
-  /**
    * Names in a metadata directory that match `pattern`, sorted; [] when the
    * directory does not exist. Other names (fscrypt's .link files, its own
    * crashed temp files) are not ours to read and are skipped.
