@@ -11,8 +11,6 @@ import { SlotKeys } from '../lib/keys/index.js';
 import { adminLock, adminUnlock, erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
 import { isBindOf, mountAt } from '../lib/volume/mounts.js';
-import { warmCache } from '../lib/volume/warm-cache.js';
-import { snapshotTree } from './fixtures/keys-helpers.js';
 import { ext4, tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
 import { freshSlot } from './fixtures/volume-slot.js';
@@ -87,23 +85,6 @@ t.test('a publish whose state write fails keeps the key of a volume already publ
   execFileSync('chattr', ['-i', stateFile]);
   await lock(volume, first);
   t.equal((await getKeyStatus(slot, volume.identifier)).status, 'absent');
-});
-
-t.test('warming the cache before a hook reads only, never fails, and never changes anything, whatever the claim', async (t) => {
-  const { slot, protector } = await freshSlot(t);
-  const volume = await prepare(slot, protector);
-  const before = await snapshotTree(slot);
-  const claims: Volume[] = [
-    volume,
-    { ...volume, identifier: '../../etc/passwd' },
-    { ...volume, generation: Number.NaN, name: 'vol-x' },
-    { ...volume, slot: 'relative/slot' },
-    { ...volume, slot: join(slot, 'missing') },
-    { ...volume, slot: '' },
-    { ...volume, slot: `${slot}\0` },
-  ];
-  for (const claim of claims) t.equal(await warmCache(claim), undefined, `warmCache(${JSON.stringify(claim)}) resolves`);
-  t.same(await snapshotTree(slot), before, 'the slot is unchanged');
 });
 
 t.test('hooks refuse a Volume whose path is not the one the slot state derives', async (t) => {

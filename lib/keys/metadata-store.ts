@@ -22,23 +22,9 @@
 // intact file in place or a file in erase/ that the next sweep finishes;
 // never a half-overwritten file where metadata is expected.
 import { randomBytes, randomFillSync } from 'node:crypto';
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  fchmodSync,
-  fstatSync,
-  linkSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  renameSync,
-  Stats,
-  unlinkSync,
-} from 'node:fs';
-import { lstat as lstatAsync, readdir as readdirAsync } from 'node:fs/promises';
-import { flushFile, flushFileData, fsyncDirectory, readUpTo, writeFully } from '../durable-fs.js';
+import { constants, type Stats } from 'node:fs';
+import { chmod, link, lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { fsyncDirectory, readUpTo, withHandle, writeFully } from '../durable-fs.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FscryptError } from '../kernel/index.js';
 import { badMetadata } from './metadata-format.js';
@@ -134,40 +120,63 @@ function foreignEntry(stat: Stats): string | undefined {
   return undefined;
 }
 
-// Metadata calls are synchronous and flushes asynchronous: see durable-fs.ts.
+// Every call goes through the thread pool, never the event loop: see
+// durable-fs.ts.
 
 /** lstat, with a missing path as null. */
-function lstatOrNull(path: string): Stats | null {
-  return lstatSync(path, { throwIfNoEntry: false }) ?? null;
+async function lstatOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await lstat(path);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return null;
+    throw error;
+  }
 }
 
-function checkDirectory(path: string): boolean {
-  const stat = lstatOrNull(path);
+/** What a parallel lstat found: a stat, null (ENOENT), or the error it met, for whoever uses the result. */
+type Lookup = Stats | null | { error: unknown };
+
+/** The result of a lookup, its error thrown only now that it is used. */
+function found(lookup: Lookup): Stats | null {
+  if (lookup !== null && 'error' in lookup) throw lookup.error;
+  return lookup;
+}
+
+/** Judges what lstat found at `path` as a metadata directory; false when nothing is there. */
+function judgedDirectory(path: string, lookup: Lookup): boolean {
+  const stat = found(lookup);
   if (stat === null) return false;
   judgeDirectory(path, stat);
   return true;
 }
 
-async function makeDirectory(path: string, mode: number): Promise<void> {
-  if (checkDirectory(path)) return;
+async function checkDirectory(path: string): Promise<boolean> {
+  return judgedDirectory(path, await lstatOrNull(path));
+}
+
+/** Makes `path` unless `lookup` (its lstat) shows it exists, which is then judged. */
+async function makeDirectory(path: string, mode: number, lookup: Lookup): Promise<void> {
+  if (judgedDirectory(path, lookup)) return;
   try {
-    mkdirSync(path, { mode });
+    await mkdir(path, { mode });
   } catch (error) {
     if (errnoCode(error) !== 'EEXIST') throw error;
-    checkDirectory(path);
+    await checkDirectory(path);
     return;
   }
-  chmodSync(path, mode); // the umask must not narrow what the stock tool expects
+  await chmod(path, mode); // the umask must not narrow what the stock tool expects
   await fsyncDirectory(join(path, '..'));
 }
 
-/** Runs `fn`, then closes `fd` whatever happened. */
-async function withFd<T>(fd: number, fn: () => Promise<T> | T): Promise<T> {
-  try {
-    return await fn();
-  } finally {
-    closeSync(fd);
-  }
+/**
+ * lstat of every path at once: one pool round instead of one per path.
+ * Only lookups (no open, no change), so their order does not matter. The
+ * results are then judged in order, as the calls one by one were: a path
+ * under a directory that turns out to be bad is looked up through it, but
+ * its result (or its error: ENOTDIR, ELOOP) is never used.
+ */
+function lstatAll(paths: string[]): Promise<Lookup[]> {
+  return Promise.all(paths.map((path) => lstatOrNull(path).catch((error: unknown) => ({ error }))));
 }
 
 function tempName(tag: string): string {
@@ -210,8 +219,10 @@ export class MetadataStore {
    * judges each that does as checkChain does.
    */
   private async ensureDirectories(dirs: string[], mode: number): Promise<void> {
-    this.checkRoot();
-    for (const dir of dirs) await makeDirectory(dir, mode);
+    // Looked up together with the root (usually they all exist: one round);
+    // then judged, or made, one by one, parents first, as before.
+    const [lookups] = await Promise.all([lstatAll(dirs), this.checkRoot()]);
+    for (const [i, dir] of dirs.entries()) await makeDirectory(dir, mode, lookups[i]!);
   }
 
   /**
@@ -219,20 +230,42 @@ export class MetadataStore {
    * root-owned directory others cannot write): a symlinked .fscrypt must not
    * lead reads or writes out of the slot. False when one does not exist.
    */
-  private checkChain(dir: string): boolean {
+  private async checkChain(dir: string): Promise<boolean> {
+    return this.judgeChain(dir, await lstatAll(this.chain(dir)));
+  }
+
+  /** The directories from the slot root (exclusive) down to `dir`. */
+  private chain(dir: string): string[] {
     const rel = relative(this.layout.root, dir);
     if (rel.startsWith('..') || isAbsolute(rel)) throw unsafe(dir, 'it is outside the slot');
     const dirs: string[] = [];
     let current = this.layout.root;
     for (const part of rel.split(sep).filter(Boolean)) dirs.push((current = join(current, part)));
-    for (const path of dirs) if (!checkDirectory(path)) return false;
+    return dirs;
+  }
+
+  /** checkChain on lstat results already in hand, judged from the top down. */
+  private judgeChain(dir: string, lookups: Lookup[]): boolean {
+    const dirs = this.chain(dir);
+    for (const [i, path] of dirs.entries()) if (!judgedDirectory(path, lookups[i]!)) return false;
     return true;
   }
 
-  private checkRoot(): void {
+  /**
+   * checkChain(dirname(path)) and lstat(path) in one pool round (lookups
+   * only: see lstatAll); the entry is null when the chain is incomplete.
+   */
+  private async chainAndEntry(path: string): Promise<{ chain: boolean; entry: Stats | null }> {
+    const dirs = this.chain(dirname(path));
+    const lookups = await lstatAll([...dirs, path]);
+    const chain = this.judgeChain(dirname(path), lookups.slice(0, dirs.length));
+    return { chain, entry: chain ? found(lookups[dirs.length]!) : null };
+  }
+
+  private async checkRoot(): Promise<void> {
     let stat;
     try {
-      stat = lstatSync(this.layout.root);
+      stat = await lstat(this.layout.root);
     } catch (error) {
       throw new FscryptError(`slot '${this.layout.root}' does not exist (${errnoCode(error) ?? 'error'})`, {
         code: errnoCode(error) ?? 'ENOENT',
@@ -244,32 +277,13 @@ export class MetadataStore {
   }
 
   /**
-   * Looks up, in parallel and through the thread pool, what writing or
-   * destroying `files` will touch: the files and the metadata directories
-   * (a lookup brings a path's directories and inodes into the cache on its
-   * way), and the erase/ and tmp/ listings. The calls that follow are
-   * synchronous (see durable-fs.ts); on a cold cache (a slot left alone for
-   * a while) each would otherwise wait for the device in turn, on the event
-   * loop. One call per path, so a warm cache pays one parallel round.
-   * Changes nothing and never fails.
-   */
-  async prefetch(files: string[]): Promise<void> {
-    const { protectorsDir, kmsProtectorsDir, tmpDir, eraseDir } = this.layout;
-    await Promise.all(
-      [...[protectorsDir, kmsProtectorsDir, ...files].map((path) => lstatAsync(path)), readdirAsync(tmpDir), readdirAsync(eraseDir)].map((lookup) =>
-        lookup.catch(() => undefined),
-      ),
-    );
-  }
-
-  /**
    * Names in a metadata directory that match `pattern`, sorted; [] when the
    * directory does not exist. Other names (fscrypt's .link files, its own
    * crashed temp files) are not ours to read and are skipped.
    */
   async list(dir: string, pattern: RegExp): Promise<string[]> {
-    if (!this.checkChain(dir)) return [];
-    const names = readdirSync(dir);
+    if (!(await this.checkChain(dir))) return [];
+    const names = await readdir(dir);
     return names.filter((name) => pattern.test(name)).sort();
   }
 
@@ -286,13 +300,16 @@ export class MetadataStore {
     const names: string[] = [];
     const ignored: IgnoredEntry[] = [];
     let eraseLinks: Map<string, number> | undefined;
-    for (const name of await this.list(dir, pattern)) {
+    const listed = await this.list(dir, pattern);
+    // Lookups only, judged in order below: see lstatAll.
+    const lookups = await lstatAll(listed.map((name) => join(dir, name)));
+    for (const [i, name] of listed.entries()) {
       const path = join(dir, name);
-      const stat = lstatOrNull(path);
+      const stat = found(lookups[i]!);
       if (stat === null) continue; // gone meanwhile
       let reason = foreignEntry(stat);
       if (reason === undefined && stat.nlink > 1) {
-        eraseLinks ??= this.eraseLinkCounts();
+        eraseLinks ??= await this.eraseLinkCounts();
         if (stat.nlink - 1 > (eraseLinks.get(`${stat.dev}:${stat.ino}`) ?? 0)) reason = `it has ${stat.nlink} hard links (another name elsewhere)`;
       }
       if (reason === undefined) {
@@ -307,11 +324,13 @@ export class MetadataStore {
   }
 
   /** How many names in keys/erase/ each inode has. */
-  private eraseLinkCounts(): Map<string, number> {
+  private async eraseLinkCounts(): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
-    if (!this.checkChain(this.layout.eraseDir)) return counts;
-    for (const name of readdirSync(this.layout.eraseDir)) {
-      const stat = lstatOrNull(join(this.layout.eraseDir, name));
+    if (!(await this.checkChain(this.layout.eraseDir))) return counts;
+    const names = await readdir(this.layout.eraseDir);
+    const lookups = await lstatAll(names.map((name) => join(this.layout.eraseDir, name)));
+    for (const lookup of lookups) {
+      const stat = found(lookup);
       if (stat === null || !stat.isFile()) continue;
       const key = `${stat.dev}:${stat.ino}`;
       counts.set(key, (counts.get(key) ?? 0) + 1);
@@ -321,14 +340,14 @@ export class MetadataStore {
 
   /** True when a metadata file exists (whatever it holds, whoever made it): a name taken. */
   async exists(path: string): Promise<boolean> {
-    return this.checkChain(dirname(path)) && lstatOrNull(path) !== null;
+    const { chain, entry } = await this.chainAndEntry(path);
+    return chain && entry !== null;
   }
 
   /** True when `path` is a file that may be ours (foreignEntry); another user's entry there is reported and is not. */
   async owns(path: string): Promise<boolean> {
-    if (!this.checkChain(dirname(path))) return false;
-    const stat = lstatOrNull(path);
-    if (stat === null) return false;
+    const { chain, entry: stat } = await this.chainAndEntry(path);
+    if (!chain || stat === null) return false;
     const reason = foreignEntry(stat);
     if (reason !== undefined) this.onIgnored({ path, reason });
     return reason === undefined;
@@ -340,24 +359,23 @@ export class MetadataStore {
    * Returns null when it does not exist.
    */
   async read(path: string, maxBytes: number): Promise<Buffer | null> {
-    if (!this.checkChain(dirname(path))) return null;
     // Judged before it is opened: another user's entry is never opened at all.
-    const entry = lstatOrNull(path);
-    if (entry === null) return null;
+    const { chain, entry } = await this.chainAndEntry(path);
+    if (!chain || entry === null) return null;
     const foreign = foreignEntry(entry);
     if (foreign !== undefined) throw badMetadata(path, foreign);
-    let fd: number;
+    let opened: FileHandle;
     try {
-      // O_NONBLOCK: a FIFO planted here must not hang the reader.
-      fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+      // O_NONBLOCK: a FIFO planted here must not hang the reader (nor hold a pool thread for good).
+      opened = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
     } catch (error) {
       const code = errnoCode(error);
       if (code === 'ENOENT') return null;
       if (code === 'ELOOP') throw badMetadata(path, 'it is a symbolic link');
       throw error;
     }
-    return withFd(fd, () => {
-      const stat = fstatSync(fd);
+    return withHandle(opened, async (handle) => {
+      const stat = await handle.stat();
       if (!stat.isFile()) throw badMetadata(path, 'it is not a regular file');
       if (!trustedOwner(stat.uid)) throw badMetadata(path, `it is owned by uid ${stat.uid}, not root`);
       if (stat.mode & 0o022) throw badMetadata(path, `it is writable by other users (mode ${(stat.mode & 0o7777).toString(8)})`);
@@ -365,7 +383,7 @@ export class MetadataStore {
       // A regular file gives less than asked only at its end; a full buffer
       // means the file grew past the limit after the fstat.
       const buffer = Buffer.alloc(maxBytes + 1);
-      const length = readUpTo(fd, buffer, 0);
+      const length = await readUpTo(handle, buffer, 0);
       if (length > maxBytes) throw badMetadata(path, `it is more than ${maxBytes} bytes`);
       return buffer.subarray(0, length);
     });
@@ -375,19 +393,16 @@ export class MetadataStore {
   async stage(tag: string, bytes: Uint8Array): Promise<string> {
     await this.ensureLocalDirs();
     const path = join(this.layout.tmpDir, tempName(tag));
-    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
+    const opened = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
     try {
-      await withFd(fd, async () => {
-        fchmodSync(fd, FILE_MODE);
-        writeFully(fd, bytes, 0);
-        await flushFile(fd);
+      await withHandle(opened, async (handle) => {
+        // The mode and the bytes in one round: a temp file counts only once
+        // fsynced, so their order does not matter.
+        await Promise.all([handle.chmod(FILE_MODE), writeFully(handle, bytes, 0)]);
+        await handle.sync();
       });
     } catch (error) {
-      try {
-        unlinkSync(path);
-      } catch {
-        // already gone
-      }
+      await unlink(path).catch(() => undefined); // or already gone
       throw error;
     }
     return path;
@@ -395,8 +410,8 @@ export class MetadataStore {
 
   /** Renames a staged file over `target` and makes the rename durable. */
   async commit(staged: string, target: string): Promise<void> {
-    if (!this.checkChain(dirname(target))) throw unsafe(dirname(target), 'it does not exist');
-    renameSync(staged, target);
+    if (!(await this.checkChain(dirname(target)))) throw unsafe(dirname(target), 'it does not exist');
+    await rename(staged, target);
     await fsyncDirectory(dirname(target));
   }
 
@@ -406,11 +421,7 @@ export class MetadataStore {
     try {
       await this.commit(staged, target);
     } catch (error) {
-      try {
-        unlinkSync(staged);
-      } catch {
-        // committed after all, or already gone
-      }
+      await unlink(staged).catch(() => undefined); // committed after all, or already gone
       throw error;
     }
   }
@@ -420,9 +431,8 @@ export class MetadataStore {
    * still there intact). Returns false when there was nothing to move.
    */
   async moveToErase(path: string, tag: string): Promise<boolean> {
-    if (!this.checkChain(dirname(path))) return false;
-    const stat = lstatOrNull(path);
-    if (stat === null) return false;
+    const { chain, entry: stat } = await this.chainAndEntry(path);
+    if (!chain || stat === null) return false;
     // Another user's entry under the name (a policy's name is public once
     // listed, so one can be planted after it is destroyed) is not ours to
     // move or overwrite, and must not make the erase fail: left alone.
@@ -435,7 +445,7 @@ export class MetadataStore {
     if (stat.isDirectory()) throw badMetadata(path, 'it is a directory');
     await this.ensureLocalDirs();
     try {
-      renameSync(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
+      await rename(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     } catch (error) {
       if (errnoCode(error) === 'ENOENT') return false;
       throw error;
@@ -450,9 +460,9 @@ export class MetadataStore {
    * by a rename the old blocks can still be overwritten.
    */
   async linkToErase(path: string, tag: string): Promise<void> {
-    if (!this.checkChain(dirname(path))) throw unsafe(dirname(path), 'it does not exist');
+    if (!(await this.checkChain(dirname(path)))) throw unsafe(dirname(path), 'it does not exist');
     await this.ensureLocalDirs();
-    linkSync(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
+    await link(path, join(this.layout.eraseDir, `${tag}.${randomBytes(6).toString('hex')}`));
     await fsyncDirectory(this.layout.eraseDir);
   }
 
@@ -495,28 +505,28 @@ export class MetadataStore {
  * Returns false when the file was already gone.
  */
 export async function eraseFile(path: string): Promise<boolean> {
-  let fd: number;
+  let opened: FileHandle;
   try {
-    fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    opened = await open(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return false;
     if (errnoCode(error) === 'ELOOP') {
-      unlinkSync(path);
+      await unlink(path);
       return true;
     }
     throw error;
   }
-  await withFd(fd, async () => {
-    const stat = fstatSync(fd);
+  await withHandle(opened, async (handle) => {
+    const stat = await handle.stat();
     if (stat.isFile() && stat.nlink === 1 && stat.size > 0) {
-      writeFully(fd, randomFillSync(Buffer.alloc(stat.size)), 0);
+      await writeFully(handle, randomFillSync(Buffer.alloc(stat.size)), 0);
       // The same blocks, the same size: fdatasync puts the noise on the disk
       // without a journal commit for the mtime, which nothing needs.
-      await flushFileData(fd);
+      await handle.datasync();
     }
   });
   try {
-    unlinkSync(path);
+    await unlink(path);
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return false;
     throw error;

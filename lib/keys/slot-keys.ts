@@ -258,16 +258,6 @@ export class SlotKeys {
   }
 
   /**
-   * Warms the cache for reading, adding to or destroying these policies
-   * (MetadataStore.prefetch): a hook calls it while it waits for its lock.
-   * Never fails.
-   */
-  async prefetchPolicies(identifiers: string[]): Promise<void> {
-    const ids = identifiers.filter((id) => POLICY_IDENTIFIER.test(id));
-    await this.#records.store.prefetch(ids.map((id) => this.#records.policyPath(id)));
-  }
-
-  /**
    * Crypto-erases a policy file: moved out of .fscrypt atomically, its blocks
    * overwritten in place with random bytes, fsynced, unlinked, the directory
    * fsynced; leftovers of interrupted writes of the same policy go too.

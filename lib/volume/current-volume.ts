@@ -13,7 +13,7 @@ import { slotRoot } from './slot.js';
 
 /** Throws unless `volume` is exactly what the slot's state describes. */
 export async function checkVolumeClaim(volume: Volume, record: VolumeRecord): Promise<void> {
-  const slot = slotRoot(volume.slot);
+  const slot = await slotRoot(volume.slot);
   if (slot !== volume.slot || volume.name !== record.name || volume.path !== volumePath(slot, record.generation)) {
     throw new FscryptError(`${volume.path} is not the volume directory of slot '${slot}' (that is ${volumePath(slot, record.generation)})`, {
       code: 'ERR_UNSAFE_PATH',

@@ -33,7 +33,7 @@ export async function erase(volume: Volume, options: HookOptions = {}): Promise<
     if (state.retiring !== undefined) await finishRetiring(volume.slot, state, options); // an older one, interrupted
     const record = state.volume;
     if (!record || record.generation !== volume.generation) {
-      requeueErased(volume.slot, state, volume, options); // already erased; its ciphertext may not have been queued
+      await requeueErased(volume.slot, state, volume, options); // already erased; its ciphertext may not have been queued
       return {};
     }
     if (record.phase === 'preparing') {

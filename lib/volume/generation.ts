@@ -3,9 +3,9 @@
 // (catches algorithms the kernel accepts at set time but cannot run),
 // verify with GET_POLICY_EX, commit the wrapped key to .fscrypt/policies,
 // remove the key. Shared by prepare and recycle, which differ only in what
-// they record around it. The directory and probe-file calls are synchronous
-// (see durable-fs.ts): each is microseconds, under the slot lock.
-import { chmodSync, closeSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
+// they record around it. The directory and probe-file calls go through the
+// thread pool, like every call on a slot's filesystem (see durable-fs.ts).
+import { chmod, mkdir, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultPolicy, FscryptError, getPolicy, keyIdentifier, samePolicy, setPolicy } from '../kernel/index.js';
 import { newPolicyKey, type OpenProtector } from '../keys/index.js';
@@ -61,7 +61,7 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
   await step('prepare:key-added', options);
 
   try {
-    mkdirSync(dir, { mode: 0o700 });
+    await mkdir(dir, { mode: 0o700 });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     throw new FscryptError(`${dir} already exists, but the slot state does not know it; refusing to touch it. Move it out of the slot, then prepare again`, {
@@ -70,14 +70,14 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
     });
   }
   // Exactly the mode asked for: mkdir's mode is narrowed by the umask.
-  chmodSync(dir, options.mode ?? 0o755);
+  await chmod(dir, options.mode ?? 0o755);
   await step('prepare:dir-created', options);
 
   const policy = defaultPolicy(record.identifier);
   await setPolicy(dir, policy, { noFollow: true });
   await step('prepare:policy-set', options);
 
-  checkProbeFile(dir);
+  await checkProbeFile(dir);
   await step('prepare:probe-file-checked', options);
 
   const actual = await getPolicy(dir, { noFollow: true });
@@ -97,16 +97,16 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
  * The kernel accepts policies whose algorithms it has not built; the first
  * create then fails (ENOPKG). Find out now, not in a tenant's pod.
  */
-function checkProbeFile(dir: string): void {
+async function checkProbeFile(dir: string): Promise<void> {
   const probe = join(dir, PROBE_FILE);
   try {
-    const fd = openSync(probe, 'wx', 0o600);
+    const handle = await open(probe, 'wx', 0o600);
     try {
-      writeSync(fd, PROBE_CONTENT);
+      await handle.write(PROBE_CONTENT);
     } finally {
-      closeSync(fd);
+      await handle.close();
     }
-    unlinkSync(probe);
+    await unlink(probe);
   } catch (error) {
     const errno = (error as NodeJS.ErrnoException).errno;
     if (errno === -65) {

@@ -1,13 +1,11 @@
 // How a hook holds its slot: the slot lock (slot-lock.ts) with the hook's own
-// lock timeout and abort signal and, for a hook on one volume, the cache
-// warmed while the lock is taken (warm-cache.ts). Every error leaving a hook
+// lock timeout and abort signal. Every error leaving a hook
 // passes through here, so a raw Node system error (EROFS from an open, EBUSY
 // from an rmdir) reaches the caller as a FscryptError with its errno code,
 // path and remedy, never as something a caller cannot map.
 import { asFscryptError } from '../kernel/index.js';
 import type { HookOptions, Volume } from './hook-options.js';
 import { withSlotLock } from './slot-lock.js';
-import { warmCache } from './warm-cache.js';
 
 /** Runs a hook's body holding the slot's lock. */
 export async function withHookLock<T>(slot: string, options: HookOptions, fn: () => Promise<T>): Promise<T> {
@@ -19,13 +17,15 @@ export async function withHookLock<T>(slot: string, options: HookOptions, fn: ()
   );
 }
 
-/** withHookLock for a hook on `volume`, its metadata looked up while the lock is taken. */
+/**
+ * withHookLock for a hook on `volume`. A caller waiting for the lock makes
+ * no filesystem call (there was a cache warm-up here, when the hooks' calls
+ * were synchronous: durable-fs.ts): behind a hook stuck on a hung disk,
+ * each waiter's lookups would hang too, and hold pool threads that its own
+ * timeout could not give back (thread-pool.ts).
+ */
 export function withVolumeLock<T>(volume: Volume, options: HookOptions, fn: () => Promise<T>): Promise<T> {
-  const warmed = warmCache(volume);
-  return withHookLock(volume.slot, options, async () => {
-    await warmed;
-    return fn();
-  });
+  return withHookLock(volume.slot, options, fn);
 }
 
 /** Runs `fn`, turning any system error it throws into a FscryptError. */

@@ -24,3 +24,4 @@ export { adminUnlock, unlock, type TargetOptions, type UnlockResult } from './un
 export { findBlockers, describeBlockers, type Blocker } from './blockers.js';
 export { removeTree, type RemoveProgress, type RemoveTreeResult } from './tree-remover.js';
 export { TrashCollector, type TrashStatus } from './tree-remover-trash.js';
+export { LIBUV_DEFAULT_THREADPOOL_SIZE, SERVICE_THREADPOOL_SIZE, threadPoolSize, threadPoolWarning } from './thread-pool.js';

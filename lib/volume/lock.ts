@@ -140,7 +140,7 @@ async function lockStale(volume: Volume, state: SlotState, target: string, optio
 /** Why the slot's filesystem cannot be reached at the slot, or undefined if it can. */
 async function slotGone(slot: string): Promise<FscryptError | undefined> {
   try {
-    slotRoot(slot);
+    await slotRoot(slot);
     await readSlotState(slot);
     return undefined;
   } catch (error) {

@@ -3,7 +3,7 @@
 // the filesystem) instead of path strings is what makes a bind mount of
 // <slot>/vol-1 at a kubelet target recognisable as vol-1, wherever the slot's
 // filesystem is mounted, and keeps vol-1 apart from vol-10 on the same disk.
-import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { FscryptError, isWithin, OPEN_FLAGS, readMountInfo, type MountInfo } from '../kernel/index.js';
@@ -63,17 +63,24 @@ export async function locate(path: string, mounts?: MountInfo[]): Promise<FsLoca
 
 /**
  * True if `path` (a directory, not a symlink) is a mount point: it lies on
- * another mount than its parent. Synchronous, procfs only: every hook asks.
+ * another mount than its parent. The two opens are lookups on the slot's
+ * filesystem, which can wait for its disk: through the pool, together (their
+ * order does not matter); the mount ids come from procfs.
  */
-export function isMountPoint(path: string): boolean {
+export async function isMountPoint(path: string): Promise<boolean> {
   if (path === '/') return true;
-  const ids = [path, posix.join(path, '..')].map((p) => {
-    const fd = openSync(p, OPEN_FLAGS.O_PATH | constants.O_NOFOLLOW);
-    try {
-      return mountIdOfFd(fd);
-    } finally {
-      closeSync(fd);
-    }
-  });
-  return ids[0] !== ids[1];
+  const [own, parent] = await Promise.allSettled(
+    [path, posix.join(path, '..')].map(async (p) => {
+      const handle = await open(p, OPEN_FLAGS.O_PATH | constants.O_NOFOLLOW);
+      try {
+        return mountIdOfFd(handle.fd);
+      } finally {
+        await handle.close();
+      }
+    }),
+  );
+  // The path's own error first, as when the parent was only opened after it.
+  if (own!.status === 'rejected') throw own!.reason;
+  if (parent!.status === 'rejected') throw parent!.reason;
+  return own!.value !== parent!.value;
 }

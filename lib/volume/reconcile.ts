@@ -44,7 +44,7 @@ export interface ReconcileOptions extends HookOptions {
  * pods kept their mounts); without one that case is reported.
  */
 export async function reconcile(root: string, protector?: OpenProtector, options: ReconcileOptions = {}): Promise<ReconcileReport> {
-  const slot = await asHookError(async () => slotRoot(root));
+  const slot = await asHookError(() => slotRoot(root));
   const report: ReconcileReport = { slot, actions: [], warnings: [] };
   const note = (message: string): void => {
     report.actions.push(message);

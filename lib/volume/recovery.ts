@@ -7,8 +7,8 @@
 // - A generation `retiring` is rolled forward: its tenant is gone, its key
 //   is out of the kernel, and the decision to destroy the key was recorded
 //   before anything was touched.
-import { lstatSync, renameSync } from 'node:fs';
-import { lstat, readdir, rmdir } from 'node:fs/promises';
+import { lstat, readdir, rename, rmdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncDirectory } from '../durable-fs.js';
 import { FscryptError, getPolicy } from '../kernel/index.js';
@@ -64,7 +64,7 @@ export async function rollBackPrepare(slot: string, state: SlotState, options: H
  * must not pass for a prepare interrupted at its probe.
  */
 async function unfinishedGeneration(dir: string, identifier: string, committed: boolean): Promise<'absent' | 'ours' | 'empty-plain' | 'holds-data' | 'foreign'> {
-  const stat = lstatSync(dir, { throwIfNoEntry: false });
+  const stat = await lstatOrUndefined(dir);
   if (stat === undefined) return 'absent';
   if (!stat.isDirectory()) return 'foreign';
   const policy = await getPolicy(dir, { noFollow: true });
@@ -91,7 +91,7 @@ export async function retire(slot: string, retiring: RetiringRecord, options: Ho
   const { trashDir } = slotPaths(slot);
   const trashed = join(trashDir, retiring.name);
   // Independent steps: the rename's fsyncs and the crypto-erase's share journal commits.
-  const moved = moveToTrash(dir, trashed) ? [fsyncDirectory(slot), fsyncDirectory(trashDir)] : [];
+  const moved = (await moveToTrash(dir, trashed)) ? [fsyncDirectory(slot), fsyncDirectory(trashDir)] : [];
   await Promise.all([new SlotKeys(slot).destroyPolicy(retiring.identifier), ...moved]);
   await step('erase:policy-destroyed', options);
   await step('erase:moved-to-trash', options);
@@ -117,20 +117,30 @@ export async function finishRetiring(slot: string, state: SlotState, options: Ho
  * recycle:ready) and queueing the deletion, left it there, and nothing but a
  * reconcile would queue it. The path comes from the state, not the claim.
  */
-export function requeueErased(slot: string, state: SlotState, volume: { generation: number; identifier: string }, options: HookOptions): void {
+export async function requeueErased(slot: string, state: SlotState, volume: { generation: number; identifier: string }, options: HookOptions): Promise<void> {
   const erased = state.lastErased;
   if (erased?.generation !== volume.generation || erased.identifier !== volume.identifier) return;
   const trashed = join(slotPaths(slot).trashDir, volumeName(erased.generation));
-  if (exists(trashed)) (options.trash ?? defaultTrash()).add(trashed);
+  if (await exists(trashed)) (options.trash ?? defaultTrash()).add(trashed);
 }
 
-// Metadata calls on the hook's path are synchronous (see durable-fs.ts).
-function moveToTrash(dir: string, trashed: string): boolean {
-  if (!exists(dir)) return false;
-  renameSync(dir, trashed);
+// Every call goes through the thread pool (see durable-fs.ts).
+async function moveToTrash(dir: string, trashed: string): Promise<boolean> {
+  if (!(await exists(dir))) return false;
+  await rename(dir, trashed);
   return true;
 }
 
-function exists(path: string): boolean {
-  return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+/** lstat, with a missing path as undefined (as lstatSync's throwIfNoEntry: false). */
+async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await lstatOrUndefined(path)) !== undefined;
 }

@@ -43,7 +43,7 @@ export async function recycle(volume: Volume, protector: OpenProtector, options:
     const current = state.volume;
     if (alreadyRecycled(state, volume)) {
       // A retry: the erase is done (its ciphertext perhaps not yet queued for deletion); the next generation may not be.
-      requeueErased(slot, state, volume, withTrash);
+      await requeueErased(slot, state, volume, withTrash);
       if (current?.phase === 'ready') {
         const next = volumeOf(slot, state)!;
         await verifyVolumeDirectory(next, 'hand out');

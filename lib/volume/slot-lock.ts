@@ -9,7 +9,8 @@
 // The wait is bounded from the moment of the call, queue included: a caller
 // behind a hung hook (a frozen disk) gets ERR_SLOT_LOCKED or ERR_ABORTED in
 // time, leaves the queue, and the callers behind it keep their places.
-import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { FscryptError, tryLockExclusive } from '../kernel/index.js';
 import { slotPaths } from './slot-layout.js';
@@ -34,11 +35,11 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
   throwIfAborted(root, options.signal);
   await enter(root, deadline, options.signal);
   try {
-    const fd = await acquireFileLock(root, deadline, options.signal);
+    const handle = await acquireFileLock(root, deadline, options.signal);
     try {
       return await fn();
     } finally {
-      if (fd >= 0) closeSync(fd); // releases the flock
+      await handle?.close(); // releases the flock
     }
   } finally {
     leave(root);
@@ -105,23 +106,27 @@ function leave(root: string): void {
   else queues.delete(root);
 }
 
-// The lock file is opened, locked and noted synchronously (see
-// durable-fs.ts): these calls cost microseconds, and every hook pays them.
+// The lock file is opened, noted and closed through the thread pool, like
+// every call on a slot's filesystem (durable-fs.ts): on a frozen slot the
+// open for writing blocks until the thaw, and must hold a pool thread, not
+// the event loop. The flock itself never waits for the disk (LOCK_NB, and
+// the lock lives in memory).
 
 /** Records this process as the holder, for a waiter's error message. */
-function noteHolder(fd: number): void {
+async function noteHolder(handle: FileHandle): Promise<void> {
   try {
-    ftruncateSync(fd, 0);
-    writeSync(fd, `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
+    await handle.truncate(0);
+    await handle.write(`pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`, 0);
   } catch {
     // Only the waiter's message loses its detail; the hook is unaffected.
   }
 }
 
-function holderOf(fd: number): string {
+async function holderOf(handle: FileHandle): Promise<string> {
   try {
     const buffer = Buffer.alloc(256);
-    return buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8').trim().replace(/[^\x20-\x7e]/g, '?');
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, bytesRead).toString('utf8').trim().replace(/[^\x20-\x7e]/g, '?');
   } catch {
     return '';
   }
@@ -135,13 +140,13 @@ const OPEN_FLAGS = constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOC
  * file is opened read-only (flock works on any descriptor), so that lock
  * can still take a key out of the kernel there; without a lock file on a
  * read-only slot there is no lock, and none is needed (nothing can change
- * the slot). Returns -1 then.
+ * the slot). Returns undefined then.
  */
-function openLockFile(root: string, lockFile: string): { fd: number; writable: boolean } {
-  let fd: number;
+async function openLockFile(root: string, lockFile: string): Promise<{ handle: FileHandle; writable: boolean } | undefined> {
+  let handle: FileHandle;
   let writable = true;
   try {
-    fd = openSync(lockFile, constants.O_RDWR | constants.O_CREAT | OPEN_FLAGS, 0o600);
+    handle = await open(lockFile, constants.O_RDWR | constants.O_CREAT | OPEN_FLAGS, 0o600);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
@@ -153,19 +158,25 @@ function openLockFile(root: string, lockFile: string): { fd: number; writable: b
     if (code === 'ELOOP') throw unsafeLockFile(root, lockFile, 'it is a symbolic link');
     if (code !== 'EROFS') throw error;
     try {
-      fd = openSync(lockFile, constants.O_RDONLY | OPEN_FLAGS);
+      handle = await open(lockFile, constants.O_RDONLY | OPEN_FLAGS);
       writable = false;
     } catch (inner) {
-      if ((inner as NodeJS.ErrnoException).code === 'ENOENT') return { fd: -1, writable: false };
+      if ((inner as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw inner;
     }
   }
-  const stat = fstatSync(fd);
+  let stat;
+  try {
+    stat = await handle.stat();
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
   if (!stat.isFile() || stat.nlink !== 1) {
-    closeSync(fd);
+    await handle.close();
     throw unsafeLockFile(root, lockFile, stat.isFile() ? `it has ${stat.nlink} hard links (it may be another file)` : 'it is not a regular file');
   }
-  return { fd, writable };
+  return { handle, writable };
 }
 
 function unsafeLockFile(root: string, lockFile: string, why: string): FscryptError {
@@ -175,25 +186,26 @@ function unsafeLockFile(root: string, lockFile: string, why: string): FscryptErr
   });
 }
 
-async function acquireFileLock(root: string, deadline: number, signal: AbortSignal | undefined): Promise<number> {
+async function acquireFileLock(root: string, deadline: number, signal: AbortSignal | undefined): Promise<FileHandle | undefined> {
   const { lockFile } = slotPaths(root);
-  const { fd, writable } = openLockFile(root, lockFile);
-  if (fd < 0) return fd;
+  const opened = await openLockFile(root, lockFile);
+  if (opened === undefined) return undefined;
+  const { handle, writable } = opened;
   try {
-    while (!tryLockExclusive(fd, lockFile)) {
+    while (!tryLockExclusive(handle.fd, lockFile)) {
       throwIfAborted(root, signal);
       if (Date.now() >= deadline) {
-        throw new FscryptError(`slot '${root}' is busy: ${holderOf(fd) || 'another process'} holds ${lockFile}. Wait for it to finish, or stop it`, {
+        throw new FscryptError(`slot '${root}' is busy: ${(await holderOf(handle)) || 'another process'} holds ${lockFile}. Wait for it to finish, or stop it`, {
           code: 'ERR_SLOT_LOCKED',
           path: root,
         });
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(100, Math.max(1, deadline - Date.now()))));
     }
-    if (writable) noteHolder(fd);
-    return fd;
+    if (writable) await noteHolder(handle);
+    return handle;
   } catch (error) {
-    closeSync(fd);
+    await handle.close();
     throw error;
   }
 }

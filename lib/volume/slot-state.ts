@@ -24,9 +24,10 @@
 // (`reconcile --use-previous-state`), and rollbacks never delete a volume
 // directory holding anything beyond what the hook itself made (recovery.ts).
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, renameSync, unlinkSync } from 'node:fs';
+import { constants } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { flushFile, flushFileData, fsyncDirectory, readUpTo, writeFully } from '../durable-fs.js';
+import { fsyncDirectory, readUpTo, withHandle, writeFully, type FileHandle } from '../durable-fs.js';
 import { FscryptError } from '../kernel/index.js';
 import { parseVolumeName, slotPaths, VOLUME_NAME_PATTERN } from './slot-layout.js';
 
@@ -141,17 +142,16 @@ function encodeHalf(sequence: bigint, state: SlotState, file: string): Buffer {
   return half;
 }
 
-// Reads and writes of the file are synchronous, its flushes asynchronous:
-// see durable-fs.ts.
+// Every call on the file goes through the thread pool: see durable-fs.ts.
 
 /**
  * Both halves; the one in force is the valid one with the higher sequence.
  * One read of the whole file: when the cache is cold (a hook on a slot left
  * alone for a while) that is one device request, not two in a row.
  */
-function readHalves(fd: number): [DecodedHalf, DecodedHalf] {
+async function readHalves(handle: FileHandle): Promise<[DecodedHalf, DecodedHalf]> {
   const file = Buffer.alloc(2 * HALF_SIZE);
-  const length = readUpTo(fd, file, 0);
+  const length = await readUpTo(handle, file, 0);
   return [decodeHalf(file.subarray(0, Math.min(length, HALF_SIZE))), decodeHalf(file.subarray(HALF_SIZE, length))];
 }
 
@@ -180,12 +180,7 @@ export async function readSlotState(root: string, options: ReadStateOptions = {}
   const { stateFile } = slotPaths(root);
   let found: InForce;
   try {
-    const fd = openStateFile(stateFile, constants.O_RDONLY);
-    try {
-      found = inForce(readHalves(fd));
-    } finally {
-      closeSync(fd);
-    }
+    found = await withHandle(await openStateFile(stateFile, constants.O_RDONLY), async (handle) => inForce(await readHalves(handle)));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new FscryptError(`'${root}' is not an initialized slot (no ${stateFile}). To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
@@ -216,22 +211,25 @@ export async function readSlotState(root: string, options: ReadStateOptions = {}
 
 /**
  * Opens the state file, which must be a regular file: never through a
- * symlink, and without blocking on a FIFO (these calls run on the event
- * loop). ENOENT is left to the caller.
+ * symlink, and without blocking on a FIFO (an open that never returns
+ * would hold a pool thread for good). ENOENT is left to the caller.
  */
-function openStateFile(stateFile: string, access: number): number {
-  let fd: number;
+async function openStateFile(stateFile: string, access: number): Promise<FileHandle> {
+  let handle: FileHandle;
   try {
-    fd = openSync(stateFile, access | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+    handle = await open(stateFile, access | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ELOOP') throw bad(stateFile, 'it is a symbolic link');
     throw error;
   }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    throw bad(stateFile, 'it is not a regular file');
+  let isFile = false;
+  try {
+    isFile = (await handle.stat()).isFile();
+  } finally {
+    if (!isFile) await handle.close();
   }
-  return fd;
+  if (!isFile) throw bad(stateFile, 'it is not a regular file');
+  return handle;
 }
 
 function bad(file: string, why: string): FscryptError {
@@ -283,46 +281,41 @@ function checkState(value: unknown, file: string): SlotState {
  */
 export async function writeSlotState(root: string, state: SlotState): Promise<void> {
   const { stateFile } = slotPaths(root);
-  let fd: number;
+  let opened: FileHandle;
   try {
-    fd = openStateFile(stateFile, constants.O_RDWR);
+    opened = await openStateFile(stateFile, constants.O_RDWR);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     await createStateFile(stateFile, state);
     return;
   }
-  try {
+  await withHandle(opened, async (handle) => {
     // Into the half not in force: a damaged newest half is overwritten, which
     // is how reconcile --use-previous-state repairs the file.
-    const { current, highest } = inForce(readHalves(fd));
+    const { current, highest } = inForce(await readHalves(handle));
     const sequence = highest + 1n;
     const index = current?.index === 0 ? 1 : 0;
-    writeFully(fd, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
-    await flushFileData(fd);
-  } finally {
-    closeSync(fd);
-  }
+    await writeFully(handle, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
+    await handle.datasync();
+  });
 }
 
 async function createStateFile(stateFile: string, state: SlotState): Promise<void> {
   const temp = `${stateFile}.tmp`;
   const bytes = Buffer.alloc(2 * HALF_SIZE);
   encodeHalf(1n, state, stateFile).copy(bytes, 0);
-  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
-  try {
-    writeFully(fd, bytes, 0);
-    await flushFile(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temp, stateFile);
+  await withHandle(await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600), async (handle) => {
+    await writeFully(handle, bytes, 0);
+    await handle.sync();
+  });
+  await rename(temp, stateFile);
   await fsyncDirectory(dirname(stateFile));
 }
 
 /** Removes a temp file an interrupted write left behind (it holds no secret). */
 export async function removeStaleStateTemp(root: string): Promise<boolean> {
   try {
-    unlinkSync(`${slotPaths(root).stateFile}.tmp`);
+    await unlink(`${slotPaths(root).stateFile}.tmp`);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;

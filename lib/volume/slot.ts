@@ -1,6 +1,5 @@
 // Slots: initialising one, opening its protector, finding the volume a path
 // names, and describing a slot's state for `status`.
-import { lstatSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, readdir, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { FscryptError, getKeyStatus, isFscryptError, probe, type KeyStatus } from '../kernel/index.js';
@@ -36,12 +35,12 @@ export interface SlotInfo {
  */
 export async function initSlot(root: string, source: KeySourceSpec, options: InitSlotOptions = {}): Promise<SlotInfo> {
   return asHookError(async () => {
-    const slot = slotRoot(root, { mounted: false });
+    const slot = await slotRoot(root, { mounted: false });
     const support = await probe(slot);
     if (!support.supported) {
       throw new FscryptError(`cannot use '${slot}' as a slot: ${support.reason}. To fix: ${support.remedy}`, { code: 'ERR_NOT_SUPPORTED', path: slot });
     }
-    checkMountPoint(slot);
+    await checkMountPoint(slot);
     const paths = slotPaths(slot);
     await mkdir(paths.stateDir, { mode: 0o700, recursive: true });
     await mkdir(paths.trashDir, { mode: 0o700, recursive: true });
@@ -115,7 +114,7 @@ async function highestGeneration(slot: string): Promise<number> {
  */
 export async function openSlotProtector(root: string, source: KeySourceSpec, options: ReadStateOptions = {}): Promise<OpenProtector> {
   return asHookError(async () => {
-    const slot = slotRoot(root);
+    const slot = await slotRoot(root);
     const state = await readSlotState(slot, options.usePreviousState ? { usePreviousState: true } : {});
     return new SlotKeys(slot).openProtector(source, state.protector);
   });
@@ -135,7 +134,7 @@ export interface RotateOptions extends Pick<HookOptions, 'signal' | 'lockTimeout
  */
 export async function rotateKeySource(root: string, oldSource: KeySourceSpec, newSource: KeySourceSpec, options: RotateOptions = {}): Promise<ProtectorInfo> {
   return asHookError(async () => {
-    const slot = slotRoot(root);
+    const slot = await slotRoot(root);
     return withSlotLock(
       slot,
       async () => {
@@ -180,23 +179,29 @@ export async function rotateKeySource(root: string, oldSource: KeySourceSpec, ne
  * tool's break-glass looks for .fscrypt only there). `mounted: false` skips
  * the mount-point check, for initSlot to probe first.
  */
-export function slotRoot(root: string, check: { mounted?: boolean } = {}): string {
+export async function slotRoot(root: string, check: { mounted?: boolean } = {}): Promise<string> {
   if (typeof root !== 'string' || !root.startsWith('/') || root.includes('\0')) {
     throw FscryptError.invalidArgument(`a slot must be an absolute path, got ${JSON.stringify(root)}`);
   }
-  // Synchronous: on every hook's path, and microseconds (see durable-fs.ts).
-  const stat = lstatSync(root, { throwIfNoEntry: false });
-  if (stat === undefined) throw new FscryptError(`slot '${root}' does not exist`, { code: 'ENOENT', path: root });
-  if (!stat.isDirectory()) {
+  // Through the pool, as every call on a slot (see durable-fs.ts). lstat and
+  // realpath are lookups and go together; the lstat is judged first, and the
+  // realpath (which follows a symlink) is only used once the root is known
+  // to be a directory, as when it was only called then.
+  const [stat, real] = await Promise.allSettled([lstat(root), realpath(root)]);
+  if (stat!.status === 'rejected') {
+    if ((stat!.reason as NodeJS.ErrnoException).code === 'ENOENT') throw new FscryptError(`slot '${root}' does not exist`, { code: 'ENOENT', path: root });
+    throw stat!.reason;
+  }
+  if (!stat!.value.isDirectory()) {
     throw new FscryptError(`'${root}' is not a directory (a slot root is never a symlink)`, { code: 'ERR_UNSAFE_PATH', path: root });
   }
-  const real = realpathSync(root);
-  if (check.mounted !== false) checkMountPoint(real);
-  return real;
+  if (real!.status === 'rejected') throw real!.reason;
+  if (check.mounted !== false) await checkMountPoint(real!.value);
+  return real!.value;
 }
 
-function checkMountPoint(slot: string): void {
-  if (isMountPoint(slot)) return;
+async function checkMountPoint(slot: string): Promise<void> {
+  if (await isMountPoint(slot)) return;
   throw new FscryptError(
     `'${slot}' is not a mount point: a slot is the root of a filesystem of its own (an unmounted disk must never become a volume). ` +
       `To fix: mount the slot's disk at ${slot}. If its disk was unmounted while a volume was published, lock that volume's targets: the key goes with the filesystem`,
@@ -228,14 +233,14 @@ export async function resolveVolume(path: string): Promise<Volume> {
     const absolute = path.startsWith('/') ? path : `${process.cwd()}/${path}`;
     const candidate = await realpath(absolute);
     // A slot is a mount point; a volume directory never is (it is a directory of the slot's filesystem).
-    let candidateIsSlot = isMountPoint(candidate) || (await isSlot(candidate));
+    let candidateIsSlot = (await isMountPoint(candidate)) || (await isSlot(candidate));
     if (!candidateIsSlot && !VOLUME_NAME_PATTERN.test(basename(candidate))) {
       // Not named like a volume: inside a slot, a bad volume name; anywhere else it is meant as a
       // slot, and slotRoot says what is wrong with it (a slot whose disk is not mounted, say).
       if (await isSlot(dirname(candidate))) parseVolumeName(basename(candidate));
       candidateIsSlot = true;
     }
-    const slot = slotRoot(candidateIsSlot ? candidate : dirname(candidate));
+    const slot = await slotRoot(candidateIsSlot ? candidate : dirname(candidate));
     const state = await readSlotState(slot);
     const volume = volumeOf(slot, state);
     if (!candidateIsSlot && volume?.name !== basename(candidate)) {
@@ -286,7 +291,7 @@ export async function strayVolumes(slot: string, state: SlotState): Promise<stri
 }
 
 export async function slotStatus(root: string): Promise<SlotStatus> {
-  return asHookError(() => statusOf(slotRoot(root)));
+  return asHookError(async () => statusOf(await slotRoot(root)));
 }
 
 async function statusOf(slot: string): Promise<SlotStatus> {

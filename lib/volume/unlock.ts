@@ -8,7 +8,7 @@
 // persisted state: a crash at any point leaves reconcile a record saying
 // whether the key is ours to remove (DESIGN invariant 2), and a key no
 // record accounts for (a break-glass `fscrypt unlock`) is left alone.
-import { mkdirSync, realpathSync } from 'node:fs';
+import { mkdir, realpath } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { FscryptError, isWithin } from '../kernel/index.js';
 import { wipe, type OpenProtector } from '../keys/index.js';
@@ -48,7 +48,7 @@ export async function unlock(volume: Volume, protector: OpenProtector, target: T
     const state = await readSlotState(volume.slot);
     const record = await currentRecord(state, volume, 'unlock');
     await verifyVolumeDirectory(volume, 'unlock');
-    refuseTargetInSlot(volume, wanted.path);
+    await refuseTargetInSlot(volume, wanted.path);
     // A target that holds something else fails before anything changes.
     const alreadyPublished = await isBindOf(wanted.path, volume.path, { readonly: wanted.readonly });
     if (!alreadyPublished) await refuseForeignMount(wanted.path, record);
@@ -64,7 +64,7 @@ export async function unlock(volume: Volume, protector: OpenProtector, target: T
       await addKey(volume, protector);
       await step('unlock:key-added', options);
       if (!alreadyPublished) {
-        mkdirTarget(wanted.path);
+        await mkdirTarget(wanted.path);
         await bindMount(volume.path, wanted.path, { readonly: wanted.readonly });
         await step('unlock:mounted', options);
       }
@@ -129,10 +129,10 @@ async function rollBackTarget(volume: Volume, state: SlotState, record: VolumeRe
 }
 
 /** A target inside the slot (the volume itself, the trash, the metadata) would expose or loop the slot. */
-function refuseTargetInSlot(volume: Volume, target: string): void {
+async function refuseTargetInSlot(volume: Volume, target: string): Promise<void> {
   let parent: string;
   try {
-    parent = realpathSync(dirname(target));
+    parent = await realpath(dirname(target));
   } catch {
     return; // no parent: the mount fails with its own message
   }
@@ -152,10 +152,14 @@ async function refuseForeignMount(target: string, record: VolumeRecord): Promise
   );
 }
 
-/** Creates the target directory (CSI: the plugin creates it; its parent exists). */
-function mkdirTarget(target: string): void {
+/**
+ * Creates the target directory (CSI: the plugin creates it; its parent
+ * exists). Not on a slot, but through the pool all the same: kubelet's
+ * filesystem can stall too.
+ */
+async function mkdirTarget(target: string): Promise<void> {
   try {
-    mkdirSync(target, { mode: 0o750 });
+    await mkdir(target, { mode: 0o750 });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }

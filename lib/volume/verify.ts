@@ -3,13 +3,16 @@
 // unlock) and shown by status and reconcile: a deleted, replaced or
 // unencrypted directory must never pass for a volume (DESIGN invariant 1),
 // or a pod would get plaintext storage.
-import { lstatSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { defaultPolicy, FscryptError, getPolicy, samePolicy } from '../kernel/index.js';
 import type { Volume } from './hook-options.js';
 
 /** What is wrong with the volume directory, or undefined if it is the verified volume. */
 export async function volumeDirectoryProblem(volume: Pick<Volume, 'path' | 'identifier'>): Promise<string | undefined> {
-  const stat = lstatSync(volume.path, { throwIfNoEntry: false });
+  const stat = await lstat(volume.path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
   if (stat === undefined) return 'it is missing';
   if (!stat.isDirectory()) return 'it is not a directory (a symlink?)';
   const policy = await getPolicy(volume.path, { noFollow: true });

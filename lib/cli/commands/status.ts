@@ -67,7 +67,7 @@ async function slotsAt(path: string): Promise<string[]> {
       if (entry.isDirectory() && (await isSlot(join(path, entry.name)))) found.push(join(path, entry.name));
     }
     if (found.length > 0) return found;
-    if (!isMountPoint(path)) {
+    if (!(await isMountPoint(path))) {
       // Most likely a slot whose disk is not mounted: init-slot is not the fix (and would refuse).
       throw new FscryptError(
         `'${path}' is not a slot, a volume directory, or a directory holding slots: it is not a mount point, and a slot is the root of a filesystem of its own. ` +
