@@ -11,29 +11,17 @@
 // after WATCHDOG_S even if this process is killed -9 or its event loop is
 // blocked (as it was when hooks made synchronous calls: then the watchdog's
 // thaw is what lets the test go on, and fail).
-import { execFileSync, spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import t, { type Test } from 'tap';
 import { getKeyStatus } from '../lib/kernel/index.js';
 import { LIBUV_DEFAULT_THREADPOOL_SIZE, lock, prepare, SERVICE_THREADPOOL_SIZE, slotStatus, threadPoolSize, threadPoolWarning, unlock, type Volume } from '../lib/volume/index.js';
+import { checkLoop, freeze, loopWatch, requireFsfreeze, sleep, track, within, type Tracked } from './fixtures/freeze.js';
 import { tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
 import { freshSlot } from './fixtures/volume-slot.js';
 
-// How long any awaited call may take before the test fails instead of waiting (liveness, not timing).
-const CALL_LIMIT_MS = 20_000;
-// The event loop's longest stall allowed while A is frozen: generous, a liveness bound.
-const MAX_LOOP_DELAY_MS = 1_000;
-// The watchdog thaws this long after a freeze, whatever happens to this process.
-const WATCHDOG_S = 15;
-
-try {
-  execFileSync('fsfreeze', ['--help'], { stdio: 'ignore' });
-} catch {
-  throw new Error('this test needs fsfreeze (util-linux). To fix: apt-get install util-linux');
-}
+requireFsfreeze();
 
 const kubelet = tmpfs(t);
 let targets = 0;
@@ -41,90 +29,6 @@ async function newTarget(): Promise<string> {
   const pod = join(kubelet.mountpoint, `pod-${targets++}`);
   await mkdir(pod);
   return join(pod, 'mount');
-}
-
-/** Rejects with a clear message unless `promise` settles within `ms`. */
-function within<T>(promise: Promise<T>, what: string, ms = CALL_LIMIT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const frozen = new Set<string>();
-
-function thawSync(mountpoint: string): void {
-  if (!frozen.delete(mountpoint)) return;
-  try {
-    execFileSync('fsfreeze', ['-u', mountpoint], { stdio: 'ignore', timeout: 10_000 });
-  } catch {
-    // Not frozen any more (the watchdog thawed it).
-  }
-}
-
-function thawAll(): void {
-  for (const mountpoint of [...frozen]) thawSync(mountpoint);
-}
-
-// Before the scratch fixture's own handlers, which unmount: a frozen
-// filesystem must be thawed first.
-process.prependListener('exit', thawAll);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.prependListener(signal, thawAll);
-
-/** Freezes a scratch filesystem; the returned function thaws it (idempotent), as the teardown does. */
-function freeze(t: Test, mountpoint: string): () => void {
-  // Detached, so that it outlives this process: thaws after WATCHDOG_S, then exits.
-  const watchdog = spawn('sh', ['-c', `sleep ${WATCHDOG_S}; exec fsfreeze -u "$0" 2>/dev/null`, mountpoint], { detached: true, stdio: 'ignore' });
-  watchdog.unref();
-  execFileSync('fsfreeze', ['-f', mountpoint], { timeout: 10_000 });
-  frozen.add(mountpoint);
-  const thaw = (): void => {
-    thawSync(mountpoint);
-    try {
-      process.kill(-watchdog.pid!, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  };
-  t.teardown(thaw);
-  return thaw;
-}
-
-/** Watches the event loop: its longest stall, and a timer that must keep ticking. */
-async function loopWatch() {
-  const delay = monitorEventLoopDelay({ resolution: 10 });
-  delay.enable();
-  // The histogram records a stall only once its timer has fired before it:
-  // a stall right after enable() would go unseen.
-  await sleep(50);
-  let ticks = 0;
-  const interval = setInterval(() => ticks++, 20);
-  const started = Date.now();
-  return {
-    stop() {
-      delay.disable();
-      clearInterval(interval);
-      return { maxDelayMs: delay.max / 1e6, ticks, elapsedMs: Date.now() - started };
-    },
-  };
-}
-
-interface Tracked<T> {
-  promise: Promise<T>;
-  settled(): boolean;
-}
-
-/** Tracks whether a promise has settled, without awaiting it (and without an unhandled rejection). */
-function track<T>(promise: Promise<T>): Tracked<T> {
-  let settled = false;
-  promise.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  return { promise, settled: () => settled };
 }
 
 /** On slot B: prepare, publish, write and read a file, status, lock. */
@@ -141,11 +45,6 @@ async function lifecycleOnB(t: Test, b: Awaited<ReturnType<typeof freshSlot>>): 
   return volume;
 }
 
-function checkLoop(t: Test, watch: { maxDelayMs: number; ticks: number; elapsedMs: number }): void {
-  t.ok(watch.maxDelayMs < MAX_LOOP_DELAY_MS, `the event loop never stalled for ${MAX_LOOP_DELAY_MS} ms while A was frozen (longest: ${Math.round(watch.maxDelayMs)} ms)`);
-  // A 20 ms interval over the whole section: at least a quarter of its ticks (liveness, not timing).
-  t.ok(watch.ticks >= Math.floor(watch.elapsedMs / 20 / 4), `a timer kept ticking (${watch.ticks} ticks in ${watch.elapsedMs} ms)`);
-}
 
 t.test('a hook waiting on a frozen slot stalls neither another slot nor the event loop', { timeout: 90_000 }, async (t) => {
   const a = await freshSlot(t);
