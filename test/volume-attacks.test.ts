@@ -29,17 +29,10 @@ import {
   type Volume,
 } from '../lib/volume/index.js';
 import { readSlotState } from '../lib/volume/slot-state.js';
-import { ext4, scratchDir, tmpfs } from './fixtures/scratch-fs.js';
-import { freshSlot } from './fixtures/volume-slot.js';
+import { ext4, scratchDir } from './fixtures/scratch-fs.js';
+import { freshSlot, podTargets } from './fixtures/volume-slot.js';
 
-const kubelet = tmpfs(t);
-let targets = 0;
-/** A kubelet-like target on the tmpfs: its parent (the pod directory) exists, the target does not. */
-async function newTarget(): Promise<string> {
-  const pod = join(kubelet.mountpoint, `pod-${targets++}`);
-  await mkdir(pod);
-  return join(pod, 'mount');
-}
+const newTarget = podTargets(t);
 
 function sh(command: string, args: string[]): string {
   return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

@@ -11,25 +11,18 @@
 // after WATCHDOG_S even if this process is killed -9 or its event loop is
 // blocked (as it was when hooks made synchronous calls: then the watchdog's
 // thaw is what lets the test go on, and fail).
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { getKeyStatus } from '../lib/kernel/index.js';
 import { LIBUV_DEFAULT_THREADPOOL_SIZE, lock, prepare, SERVICE_THREADPOOL_SIZE, slotStatus, threadPoolSize, threadPoolWarning, unlock, type Volume } from '../lib/volume/index.js';
 import { checkLoop, freeze, loopWatch, requireFsfreeze, sleep, track, within, type Tracked } from './fixtures/freeze.js';
-import { tmpfs } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
-import { freshSlot } from './fixtures/volume-slot.js';
+import { freshSlot, podTargets } from './fixtures/volume-slot.js';
 
 requireFsfreeze();
 
-const kubelet = tmpfs(t);
-let targets = 0;
-async function newTarget(): Promise<string> {
-  const pod = join(kubelet.mountpoint, `pod-${targets++}`);
-  await mkdir(pod);
-  return join(pod, 'mount');
-}
+const newTarget = podTargets(t);
 
 /** On slot B: prepare, publish, write and read a file, status, lock. */
 async function lifecycleOnB(t: Test, b: Awaited<ReturnType<typeof freshSlot>>): Promise<Volume> {

@@ -11,17 +11,11 @@ import { SlotKeys } from '../lib/keys/index.js';
 import { adminLock, adminUnlock, erase, initSlot, lock, prepare, reconcile, slotStatus, unlock, TrashCollector, type Volume } from '../lib/volume/index.js';
 import { withSlotLock } from '../lib/volume/slot-lock.js';
 import { isBindOf, mountAt } from '../lib/volume/mounts.js';
-import { ext4, tmpfs } from './fixtures/scratch-fs.js';
+import { ext4 } from './fixtures/scratch-fs.js';
 import { rejection } from './fixtures/helpers.js';
-import { freshSlot } from './fixtures/volume-slot.js';
+import { freshSlot, podTargets } from './fixtures/volume-slot.js';
 
-const kubelet = tmpfs(t);
-let targets = 0;
-async function newTarget(): Promise<string> {
-  const pod = join(kubelet.mountpoint, `pod-${targets++}`);
-  await mkdir(pod);
-  return join(pod, 'mount');
-}
+const newTarget = podTargets(t);
 
 t.test('a slot whose state was lost keeps its old volume and numbers new ones above it', async (t) => {
   const { slot, source, protector } = await freshSlot(t);
