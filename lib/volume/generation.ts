@@ -86,8 +86,12 @@ export async function buildGeneration(slot: string, record: VolumeRecord, key: U
   }
   await step('prepare:policy-verified', options);
 
-  // Independent, and each waits for a journal commit (the metadata's
-  // fsyncs; REMOVE_KEY syncs the filesystem): together they share one.
+  // Independent (a crash between them leaves either order, which recovery
+  // handles), and each waits for a journal commit (the metadata's fsyncs;
+  // REMOVE_KEY syncs the filesystem): together they can share one. Less
+  // often than when the metadata calls were synchronous: the temp file now
+  // exists only a few pool round trips in, when REMOVE_KEY's commit may
+  // already be under way.
   await Promise.all([protector.addPolicy(key), removeVolumeKey(slot, record.identifier, removalOptions(dir, 'prepare', options))]);
   await step('prepare:metadata-committed', options);
   await step('prepare:key-removed', options);
