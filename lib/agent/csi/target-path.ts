@@ -71,6 +71,14 @@ async function checkEntry(field: string, resolved: string): Promise<void> {
   if (!stat.isDirectory()) throw new CsiError('INVALID_ARGUMENT', `${field} ${resolved} exists and is not a directory; this driver publishes mount volumes onto directories only`);
 }
 
+/** The target in its resolved parent: the parent must lie under the pods directory, the entry be nothing or a directory. */
+async function underPods(kubeletDir: string, pods: string, field: string, target: string, parent: string): Promise<string> {
+  const resolved = `${parent}/${posix.basename(target)}`;
+  if (!inside(parent, pods)) throw outside(field, target, resolved, kubeletDir);
+  await checkEntry(field, resolved);
+  return resolved;
+}
+
 /**
  * The target of a NodePublishVolume, with its parent's symlinks resolved:
  * the parent must exist (kubelet makes it) and lie under <kubeletDir>/pods/.
@@ -87,10 +95,7 @@ export async function publishTarget(kubeletDir: string, target: string, field = 
     }
     throw error;
   }
-  const resolved = `${parent}/${posix.basename(target)}`;
-  if (!inside(parent, pods)) throw outside(field, target, resolved, kubeletDir);
-  await checkEntry(field, resolved);
-  return resolved;
+  return underPods(kubeletDir, pods, field, target, parent);
 }
 
 /**
@@ -110,8 +115,5 @@ export async function unpublishTarget(kubeletDir: string, target: string, field 
     if (!inside(target, join(kubeletDir, 'pods')) && !inside(target, pods)) throw outside(field, target, target, kubeletDir);
     return target;
   }
-  const resolved = `${parent}/${posix.basename(target)}`;
-  if (!inside(parent, pods)) throw outside(field, target, resolved, kubeletDir);
-  await checkEntry(field, resolved);
-  return resolved;
+  return underPods(kubeletDir, pods, field, target, parent);
 }
