@@ -30,6 +30,7 @@ import {
 } from '../lib/volume/index.js';
 import { readSlotState } from '../lib/volume/slot-state.js';
 import { ext4, scratchDir } from './fixtures/scratch-fs.js';
+import { failure } from './fixtures/helpers.js';
 import { freshSlot, podTargets } from './fixtures/volume-slot.js';
 
 const newTarget = podTargets(t);
@@ -62,16 +63,6 @@ function flipNewestJson(slot: string): string {
   bytes[newest + HEADER + 20]! ^= 0x01;
   writeFileSync(stateFile(slot), bytes);
   return json;
-}
-
-/** The error a call fails with, or an Error saying it did not fail (so a loop of refusals reports every one). */
-async function failure(call: () => Promise<unknown>): Promise<Record<string, unknown> & Error> {
-  try {
-    await call();
-  } catch (error) {
-    return error as Record<string, unknown> & Error;
-  }
-  return Object.assign(new Error('resolved: the call did not fail'), { code: 'NO_ERROR' }) as unknown as Record<string, unknown> & Error;
 }
 
 /** Reads a file of a volume with its key put in the kernel directly (no hook, no state change), then takes the key out again. */

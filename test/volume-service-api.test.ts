@@ -27,6 +27,7 @@ import {
 } from '../lib/volume/index.js';
 import { readSlotState } from '../lib/volume/slot-state.js';
 import { tmpfs } from './fixtures/scratch-fs.js';
+import { failure } from './fixtures/helpers.js';
 import { freshSlot } from './fixtures/volume-slot.js';
 
 const kubelet = tmpfs(t);
@@ -48,16 +49,6 @@ async function mountedAt(path: string): Promise<boolean> {
 
 async function keyOf(volume: Volume): Promise<string> {
   return (await getKeyStatus(volume.slot, volume.identifier)).status;
-}
-
-/** The error a call fails with, or an Error saying it did not fail (so every assertion of a test reports). */
-async function failure(call: () => Promise<unknown>): Promise<Record<string, unknown> & Error> {
-  try {
-    await call();
-  } catch (error) {
-    return error as Record<string, unknown> & Error;
-  }
-  return Object.assign(new Error('resolved: the call did not fail'), { code: 'NO_ERROR' }) as unknown as Record<string, unknown> & Error;
 }
 
 const stateFile = (slot: string): string => join(slot, '.fscrypt-local', 'slot.state');
