@@ -1,6 +1,7 @@
 // lib/volume: the volume lifecycle hooks, free of Kubernetes. This barrel is
 // for the package's own layers (CLI, agent); the package's public API is
 // lib/index.ts.
+export { claim, type ClaimResult } from './claim.js';
 export { erase, type EraseResult } from './erase.js';
 export { HOOK_STEPS, type HookName, type HookOptions, type ProgressEvent, type StepName, type Volume } from './hook-options.js';
 export { adminLock, lock, type LockOptions, type LockResult } from './lock.js';
@@ -25,3 +26,6 @@ export { findBlockers, describeBlockers, type Blocker } from './blockers.js';
 export { removeTree, type RemoveProgress, type RemoveTreeResult } from './tree-remover.js';
 export { TrashCollector, type TrashStatus } from './tree-remover-trash.js';
 export { LIBUV_DEFAULT_THREADPOOL_SIZE, SERVICE_THREADPOOL_SIZE, threadPoolSize, threadPoolWarning } from './thread-pool.js';
+export { verifiedEvidence, type VolumeEvidence } from './verify.js';
+export { foreignEntries } from './slot-foreign.js';
+export { isMountPoint } from './mounts-location.js';

@@ -49,6 +49,11 @@ export interface VolumeRecord {
   targets: TargetRecord[];
   /** Unlocked by an admin without a target; lock and reconcile honour it. */
   adminUnlocked: boolean;
+  /**
+   * Handed to a tenant (its PV was seen Bound, or it was published): never
+   * offered again (claim.ts). Absent in states written before it existed.
+   */
+  claimed?: boolean;
   createdAt: string;
 }
 
@@ -259,6 +264,7 @@ function checkState(value: unknown, file: string): SlotState {
       throw bad(file, 'bad targets');
     }
     if (typeof v.adminUnlocked !== 'boolean' || typeof v.createdAt !== 'string') throw bad(file, 'bad volume fields');
+    if (v.claimed !== undefined && typeof v.claimed !== 'boolean') throw bad(file, 'bad volume claim');
   }
   if (s.retiring !== undefined) {
     const r = s.retiring as Partial<RetiringRecord> | null;

@@ -264,6 +264,8 @@ export interface SlotStatus {
     phase: VolumePhase;
     key: KeyStatus['status'];
     adminUnlocked: boolean;
+    /** Handed to a tenant: never offered again (claim.ts). */
+    claimed: boolean;
     targets: { path: string; readonly: boolean; mounted: boolean }[];
     /** What is wrong with the volume directory (missing, replaced, unencrypted); absent when it is verified. */
     problem?: string;
@@ -321,6 +323,7 @@ async function statusOf(slot: string): Promise<SlotStatus> {
       phase: v.phase,
       key: (await getKeyStatus(slot, v.identifier)).status,
       adminUnlocked: v.adminUnlocked,
+      claimed: v.claimed === true,
       targets: await Promise.all(v.targets.map(async (t) => ({ ...t, mounted: await isBindOf(t.path, path, { readonly: t.readonly }) }))),
     };
     const problem = v.phase === 'ready' ? await volumeDirectoryProblem({ path, identifier: v.identifier }) : undefined;

@@ -54,9 +54,11 @@ export async function unlock(volume: Volume, protector: OpenProtector, target: T
     if (!alreadyPublished) await refuseForeignMount(wanted.path, record);
 
     const known = record.targets.find((t) => t.path === wanted.path);
-    if (known?.readonly !== wanted.readonly) {
+    if (known?.readonly !== wanted.readonly || record.claimed !== true) {
       if (known) known.readonly = wanted.readonly;
       else record.targets.push(wanted);
+      // A published generation may hold a tenant's data from now on (claim.ts).
+      record.claimed = true;
       await writeSlotState(volume.slot, state);
       await step('unlock:target-recorded', options);
     }

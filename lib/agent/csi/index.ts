@@ -8,3 +8,4 @@ export type { SlotEntry, SlotTable } from './volumes.js';
 export type { PendingLock } from './busy-locks.js';
 export type { Readiness } from './identity.js';
 export { jsonLinesLog, type CsiLog, type LogFields } from './log.js';
+export { BIND_MOUNT_OPTIONS } from './publish-request.js';

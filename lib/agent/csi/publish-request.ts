@@ -17,6 +17,12 @@ const SINGLE_NODE: ReadonlySet<AccessModeName> = new Set(['SINGLE_NODE_WRITER', 
 const MULTI_NODE: ReadonlySet<AccessModeName> = new Set(['MULTI_NODE_READER_ONLY', 'MULTI_NODE_SINGLE_WRITER', 'MULTI_NODE_MULTI_WRITER']);
 
 /** Flags that ask for nothing a bind mount does not already do; `ro` is readonly. */
+/**
+ * Mount options a bind mount of the volume honours: `ro`, and the no-ops.
+ * The controller checks a StorageClass's mountOptions against the same list
+ * before it puts them on a PV.
+ */
+export const BIND_MOUNT_OPTIONS: ReadonlySet<string> = new Set(['ro', 'rw', 'defaults', 'bind']);
 const HARMLESS_FLAGS = new Set(['rw', 'defaults', 'bind']);
 
 export function checkPublishRequest(request: NodePublishVolumeRequest): PublishArgs {
