@@ -2,11 +2,13 @@
 // admin runs it: help with an example on every command, the exit-code
 // contract for usage errors, and JSON errors with --json. The CLI runs from
 // its current source, compiled for this file (test/fixtures/cli.ts).
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import { UsageError } from '../lib/cli/exit-codes.js';
 import { Output, safeJson } from '../lib/cli/output.js';
 import { buildCli, parseCliJson, runCli, type CliResult } from './fixtures/cli.js';
+import { scratchDir } from './fixtures/scratch-fs.js';
 
 const CLI = buildCli(t);
 
@@ -112,13 +114,28 @@ t.test('status with no PATH explains what to pass, exit 2', async (t) => {
   t.equal(asJson.error?.code, 'ERR_USAGE');
 });
 
-t.test('run is reserved for the agent: exit 2, whatever its arguments', async (t) => {
-  const result = cli(['run', '--config', '/etc/fscrypt-local/config.yaml']);
+t.test('run without a node name says where it comes from, exit 2', async (t) => {
+  const result = cli(['run', '--config', '/nonexistent']);
   t.equal(result.code, 2);
-  t.match(result.stderr, /reserved for the Kubernetes node agent/);
+  t.match(result.stderr, /--node-name NAME, or MY_NODE_NAME/);
   const asJson = cli(['run', '--json']);
   t.equal(asJson.code, 2);
   t.equal(json(asJson).error?.code, 'ERR_USAGE');
+});
+
+t.test('run --help documents every flag and its environment variable', async (t) => {
+  const result = cli(['run', '--help']);
+  t.equal(result.code, 0);
+  for (const flag of ['--config', '--node-name', '--namespace', '--csi-endpoint', '--kubeconfig', '--listen-address', '--kubelet-dir', '--discovery-period']) t.match(result.stdout, flag);
+  for (const variable of ['FSCRYPT_LOCAL_CONFIG', 'MY_NODE_NAME', 'MY_NAMESPACE', 'CSI_ENDPOINT', 'KUBECONFIG', 'UV_THREADPOOL_SIZE']) t.match(result.stdout, variable);
+});
+
+t.test('run with an invalid config exits 2 naming the file', async (t) => {
+  const dir = scratchDir(t);
+  writeFileSync(join(dir, 'storageClassMap'), 'fast:\n  hostDir: relative/path\n');
+  const result = cli(['run', '--config', dir, '--node-name', 'n1', '--kubeconfig', '/nonexistent-kubeconfig']);
+  t.equal(result.code, 2, result.stderr);
+  t.match(result.stderr, /storageClassMap/);
 });
 
 t.test('output: results and errors in both forms, and bytes are never serialized', async (t) => {

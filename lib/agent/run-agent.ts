@@ -1,0 +1,114 @@
+// `fscrypt-local run`, wired: the config reloader, the logger, metrics, the
+// Kubernetes client, the Event recorder, the Agent (CSI server, informer,
+// slots) and the health server; and the shutdown SIGTERM asks for: stop the
+// informers, finish in-flight hooks and RPCs, wipe the open protectors,
+// remove the socket. Published volumes stay published: kubelet owns them,
+// and the next agent finds them through the slots' state.
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { threadPoolWarning } from '../volume/index.js';
+import { Agent } from './agent.js';
+import { ConfigReloader, matchesNamePattern, type LoadedConfig } from './config/index.js';
+import { clientNodeEventSink, EventRecorder } from './events.js';
+import { eventLoopWatch, HealthServer } from './health-server.js';
+import { createAgentLog, type AgentLog } from './log.js';
+import { AgentMetrics } from './metrics.js';
+
+export interface RunAgentOptions {
+  configDir: string;
+  nodeName: string;
+  namespace: string;
+  csiEndpoint: string;
+  kubeconfig?: string | undefined;
+  listenAddress: string;
+  kubeletDir: string;
+  discoveryPeriodMs: number;
+  log?: AgentLog;
+  /** For tests: the KubeConfig to use instead of loading one. */
+  kubeConfig?: KubeConfig;
+  /** Shortened timings for tests. */
+  timings?: { configPeriodMs?: number; retry?: { initialMs?: number; maxMs?: number }; informerRestart?: { initialMs?: number; maxMs?: number } };
+}
+
+export interface RunningAgent {
+  agent: Agent;
+  health: { host: string; port: number };
+  config(): LoadedConfig;
+  stop(): Promise<void>;
+}
+
+export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
+  const log = options.log ?? createAgentLog();
+  const warning = threadPoolWarning();
+  if (warning !== undefined) log.warn({}, warning);
+
+  const metrics = new AgentMetrics();
+  const kc = options.kubeConfig ?? loadKubeConfig(options.kubeconfig);
+  let recorder: EventRecorder | undefined;
+  const reloader = new ConfigReloader(options.configDir, {
+    periodMs: options.timings?.configPeriodMs ?? 5000,
+    onChange: (next) => {
+      log.info({ classes: next.config.classes.map((c) => c.className) }, 'configuration changed');
+      for (const w of next.warnings) log.warn({ file: w.file, key: w.key }, w.message);
+    },
+    onRejected: (error) => {
+      log.error({ file: error.file, key: error.key }, `configuration change rejected, still running on the last good one: ${error.message}`);
+      metrics.countError('config', 'rejected');
+      recorder?.record({ kind: 'Node', name: options.nodeName }, 'Warning', 'ConfigRejected', `the new configuration was rejected (the agent keeps the last good one): ${error.message}`);
+    },
+  });
+  const first = await reloader.start();
+  for (const w of first.warnings) log.warn({ file: w.file, key: w.key }, w.message);
+
+  recorder = new EventRecorder({ sink: clientNodeEventSink(kc.makeApiClient(CoreV1Api)), namespace: options.namespace, component: 'fscrypt-local', host: options.nodeName, log, metrics });
+  const agent = new Agent({
+    nodeName: options.nodeName,
+    kubeConfig: kc,
+    csiEndpoint: options.csiEndpoint,
+    kubeletDir: options.kubeletDir,
+    discoveryPeriodMs: options.discoveryPeriodMs,
+    settings: () => reloader.current().config,
+    matches: matchesNamePattern,
+    log,
+    reporter: recorder,
+    signals: metrics,
+    apiObserver: { request: (verb, resource) => metrics.countApiRequest(verb, resource), error: (verb, resource, status) => metrics.countApiError(verb, resource, status) },
+    ...(options.timings?.retry ? { retry: options.timings.retry } : {}),
+    ...(options.timings?.informerRestart ? { informer: { restartDelay: options.timings.informerRestart } } : {}),
+  });
+  const loop = eventLoopWatch();
+  const health = new HealthServer({
+    listenAddress: options.listenAddress,
+    metrics,
+    healthy: () => {
+      const checks = [loop.check(), agent.health()];
+      return { ok: checks.every((c) => c.ok), reasons: checks.flatMap((c) => c.reasons) };
+    },
+    ready: () => agent.readiness(),
+    log,
+  });
+  const address = await health.start();
+  await agent.start();
+
+  let stopping: Promise<void> | undefined;
+  return {
+    agent,
+    health: address,
+    config: () => reloader.current(),
+    stop: () =>
+      (stopping ??= (async () => {
+        reloader.stop();
+        await agent.stop();
+        await recorder.stop();
+        await health.stop();
+        loop.stop();
+        log.info({}, 'stopped: in-flight work finished, protectors wiped, socket removed');
+      })()),
+  };
+}
+
+function loadKubeConfig(file: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (file) kc.loadFromFile(file);
+  else kc.loadFromCluster();
+  return kc;
+}
