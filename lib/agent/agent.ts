@@ -47,6 +47,8 @@ export interface AgentOptions {
   apiObserver?: ApiObserver;
   /** Informer restart backoff and staleness (tests shorten them). */
   informer?: { restartDelay?: { initialMs?: number; maxMs?: number }; staleAfterMs?: number };
+  /** Told after each durable reclaim step (RECLAIM_STEPS); the crash tests kill the process there. */
+  onStep?: (step: string) => void | Promise<void>;
   /** Work queue retry backoff (tests shorten it). */
   retry?: { initialMs?: number; maxMs?: number };
 }
@@ -261,6 +263,7 @@ export class Agent {
         report: this.#options.reporter,
         signals: this.#options.signals ?? {},
         log: this.#options.log,
+        onStep: this.#options.onStep,
       });
       if (outcome.waiting !== undefined) {
         const previous = this.#waiting.get(key);

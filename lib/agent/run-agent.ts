@@ -25,6 +25,8 @@ export interface RunAgentOptions {
   log?: AgentLog;
   /** For tests: the KubeConfig to use instead of loading one. */
   kubeConfig?: KubeConfig;
+  /** For the crash tests: told after each durable reclaim step. */
+  onStep?: (step: string) => void | Promise<void>;
   /** Shortened timings for tests. */
   timings?: { configPeriodMs?: number; retry?: { initialMs?: number; maxMs?: number }; informerRestart?: { initialMs?: number; maxMs?: number } };
 }
@@ -72,6 +74,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     reporter: recorder,
     signals: metrics,
     apiObserver: { request: (verb, resource) => metrics.countApiRequest(verb, resource), error: (verb, resource, status) => metrics.countApiError(verb, resource, status) },
+    ...(options.onStep ? { onStep: options.onStep } : {}),
     ...(options.timings?.retry ? { retry: options.timings.retry } : {}),
     ...(options.timings?.informerRestart ? { informer: { restartDelay: options.timings.informerRestart } } : {}),
   });

@@ -6,7 +6,7 @@
 // read shows the claimed generation's PV is really gone, so a stale or
 // empty cache can never erase a Bound volume's data (invariant 4).
 import type { V1PersistentVolume } from '@kubernetes/client-node';
-import { claim, prepare, recycle, slotStatus, verifiedEvidence, type SlotStatus, type TrashCollector, type Volume } from '../../volume/index.js';
+import { claim, HOOK_STEPS, prepare, recycle, slotStatus, verifiedEvidence, type SlotStatus, type TrashCollector, type Volume } from '../../volume/index.js';
 import type { AgentClass, AgentLogger, AgentSettings, AgentSignals, Reporter } from '../agent-types.js';
 import type { KubeApi } from '../kube/api.js';
 import { filesystemBytes } from '../pv/capacity.js';
@@ -37,7 +37,16 @@ export interface ReconcilerContext {
   report: Reporter;
   signals: Partial<AgentSignals>;
   log: AgentLogger;
+  /** Told after each durable step (RECLAIM_STEPS): the crash tests kill the agent there. */
+  onStep?: ((step: string) => void | Promise<void>) | undefined;
 }
+
+/**
+ * The durable steps of a reclaim, in order: the recycle's own (lib/volume),
+ * then the old PV's deletion and the new PV's creation. A kill after any of
+ * them converges on restart (decide.ts); the crash test drives every one.
+ */
+export const RECLAIM_STEPS = [...HOOK_STEPS.recycle, 'reclaim:old-pv-deleted', 'reclaim:new-pv-created'] as const;
 
 export interface SlotOutcome {
   /** The slot's current volume, if any. */
@@ -82,9 +91,10 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
       } else if (d.action === 'delete-pv') {
         const result = await ctx.api.deletePv(d.pv.name, d.pv.uid);
         if (result === 'deleted') ctx.log.info({ slot: record.key, pv: d.pv.name }, `deleted PersistentVolume: ${d.why}`);
+        await report(ctx, 'reclaim:old-pv-deleted');
       } else if (d.action === 'recycle') {
         if (!(await confirmRecycle(ctx, record, v.generation, d.why, d.pv))) return { volume, waiting: 'the PersistentVolume changed; looking again' };
-        const result = await timed(ctx, 'recycle', () => recycle(volume, protector, { trash: ctx.trash }));
+        const result = await timed(ctx, 'recycle', () => recycle(volume, protector, { trash: ctx.trash, ...(ctx.onStep ? { onStep: ctx.onStep } : {}) }));
         const target = d.pv ? pvRef(d.pv) : nodeRef(ctx);
         ctx.report.record(target, 'Normal', 'CryptoErased', `${result.erased} of slot ${record.key} was crypto-erased (its key is destroyed); ${result.next.name} is ready for the next claim`);
         acted = true;
@@ -152,9 +162,18 @@ async function createPv(ctx: ReconcilerContext, record: SlotRecord, cls: AgentCl
     setOwnerRef: settings.setPVOwnerRef,
   });
   const result = await ctx.api.createPv(pv);
+  await report(ctx, 'reclaim:new-pv-created');
   if (result === 'created') {
     ctx.log.info({ slot: record.key, pv: pv.metadata!.name, generation: volume.generation }, 'created PersistentVolume');
     ctx.report.record({ kind: 'PersistentVolume', name: pv.metadata!.name! }, 'Normal', 'Prepared', `encrypted volume ${volume.name} of slot ${record.key} on node ${ctx.node().name} is offered (policy verified: ${pv.metadata!.annotations!['fscrypt-local.github.io/policy']})`);
+  }
+}
+
+async function report(ctx: ReconcilerContext, step: string): Promise<void> {
+  try {
+    await ctx.onStep?.(step);
+  } catch {
+    // An observer reports; it never decides.
   }
 }
 
