@@ -15,7 +15,7 @@
 // ready once every such slot has been set up (or refused) and reconciled
 // against a synced PV list. Then the start-up taint is removed.
 import type { KubeConfig, V1PersistentVolume } from '@kubernetes/client-node';
-import type { Check } from './health-check.js';
+import type { Check } from './health-server.js';
 import { isFscryptError } from '../kernel/errors.js';
 import { TrashCollector } from '../volume/index.js';
 import { CsiServer, DEFAULT_DRIVER_NAME, nodeTag, type PendingLock } from './csi/index.js';
