@@ -78,12 +78,12 @@ export class KubeApi {
   }
 
   /** Creates a PV; 'exists' if one of that name is there already (a retry after a lost answer). */
-  async createPv(pv: V1PersistentVolume): Promise<'created' | 'exists'> {
+  async createPv(pv: V1PersistentVolume): Promise<{ result: 'created'; uid: string | undefined } | { result: 'exists' }> {
     try {
-      await this.#call('create', 'persistentvolumes', `create PersistentVolume ${pv.metadata?.name}`, () => this.core.createPersistentVolume({ body: pv }));
-      return 'created';
+      const created = await this.#call('create', 'persistentvolumes', `create PersistentVolume ${pv.metadata?.name}`, () => this.core.createPersistentVolume({ body: pv }));
+      return { result: 'created', uid: created.metadata?.uid };
     } catch (error) {
-      if (error instanceof KubeApiError && error.status === 409) return 'exists';
+      if (error instanceof KubeApiError && error.status === 409) return { result: 'exists' };
       throw error;
     }
   }

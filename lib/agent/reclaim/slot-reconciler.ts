@@ -161,11 +161,11 @@ async function createPv(ctx: ReconcilerContext, record: SlotRecord, cls: AgentCl
     labelsForPV: settings.labelsForPV,
     setOwnerRef: settings.setPVOwnerRef,
   });
-  const result = await ctx.api.createPv(pv);
+  const created = await ctx.api.createPv(pv);
   await report(ctx, 'reclaim:new-pv-created');
-  if (result === 'created') {
+  if (created.result === 'created') {
     ctx.log.info({ slot: record.key, pv: pv.metadata!.name, generation: volume.generation }, 'created PersistentVolume');
-    ctx.report.record({ kind: 'PersistentVolume', name: pv.metadata!.name! }, 'Normal', 'Prepared', `encrypted volume ${volume.name} of slot ${record.key} on node ${ctx.node().name} is offered (policy verified: ${pv.metadata!.annotations!['fscrypt-local.github.io/policy']})`);
+    ctx.report.record({ kind: 'PersistentVolume', name: pv.metadata!.name!, ...(created.uid ? { uid: created.uid } : {}) }, 'Normal', 'Prepared', `encrypted volume ${volume.name} of slot ${record.key} on node ${ctx.node().name} is offered (policy verified: ${pv.metadata!.annotations!['fscrypt-local.github.io/policy']})`);
   }
 }
 
