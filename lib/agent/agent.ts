@@ -199,6 +199,7 @@ export class Agent {
 
   #scheduleResync(): void {
     const base = this.#options.settings().minResyncPeriodMs;
+    if (!(base > 0)) return; // minResyncPeriod 0: no periodic resync (PV events and discovery still drive the work)
     // Upstream's informer resync: a random period between one and two times the minimum, so nodes spread out.
     this.#resyncTimer = setTimeout(
       () => {

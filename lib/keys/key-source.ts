@@ -1,7 +1,7 @@
 // What a key source is, as configuration: the spec objects callers pass and
 // the one-line text form used in config files and on the command line.
 import { isAbsolute } from 'node:path';
-import { FscryptError } from '../kernel/index.js';
+import { FscryptError } from '../kernel/errors.js';
 
 /** Argon2id costs. `memory` is in KiB, as in fscrypt's HashingCosts. */
 export interface Argon2Costs {
