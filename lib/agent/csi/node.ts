@@ -20,7 +20,7 @@
 import { realpath, statfs } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isFscryptError } from '../../kernel/errors.js';
-import { lock, slotStatus, unlock, type Blocker } from '../../volume/index.js';
+import { lock, slotStatus, unlock, type Blocker, type ProgressEvent } from '../../volume/index.js';
 import { mountAt } from '../../volume/mounts.js';
 import type { BusyLocks } from './busy-locks.js';
 import { CsiError } from './errors.js';
@@ -28,6 +28,7 @@ import type { CsiLog } from './log.js';
 import type { NodeGetCapabilitiesResponse, NodeGetInfoResponse, NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodeUnpublishVolumeRequest } from './proto.js';
 import { checkPublishRequest } from './publish-request.js';
 import type { CallContext } from './rpc.js';
+import type { HookObservation, HookObserver, ObservedRpc } from './server.js';
 import { publishTarget, unpublishTarget } from './target-path.js';
 import type { VolumeResolver } from './volumes.js';
 
@@ -39,6 +40,8 @@ export interface NodeOptions {
   log: CsiLog;
   /** How long an unpublish waits for busy files before leaving the key removal to the background (default 2 s). */
   unpublishBusyTimeoutMs: number;
+  /** Told about every publish's and unpublish's hook (CsiServerOptions.hookObserver). */
+  hookObserver?: HookObserver | undefined;
 }
 
 export function nodeService(options: NodeOptions) {
@@ -64,7 +67,11 @@ export function nodeService(options: NodeOptions) {
           `the key source of slot ${entry.root} is not open yet (the agent could not open its protector: a KMS plugin down, a key file missing?); kubelet retries, and the agent's log says why`,
         );
       }
-      await unlock(volume, entry.protector, { path: target, readonly: args.readonly }, { signal: context.signal, lockTimeoutMs: context.lockTimeoutMs });
+      const protector = entry.protector;
+      const watch = watched(options.hookObserver, 'NodePublishVolume', args.volumeId);
+      await watch.run(() =>
+        unlock(volume, protector, { path: target, readonly: args.readonly }, { signal: context.signal, lockTimeoutMs: context.lockTimeoutMs, onProgress: watch.onProgress }),
+      );
       busyLocks.cancel(volume);
       return {};
     },
@@ -93,15 +100,19 @@ export function nodeService(options: NodeOptions) {
       }
       const { volume } = resolved;
       let blockers: Blocker[] = [];
+      const watch = watched(options.hookObserver, 'NodeUnpublishVolume', request.volume_id);
       try {
-        const result = await lock(volume, target, {
-          signal: context.signal,
-          lockTimeoutMs: context.lockTimeoutMs,
-          busyTimeoutMs: options.unpublishBusyTimeoutMs,
-          onProgress: (event) => {
-            if (event.kind === 'busy') blockers = event.blockers;
-          },
-        });
+        const result = await watch.run(() =>
+          lock(volume, target, {
+            signal: context.signal,
+            lockTimeoutMs: context.lockTimeoutMs,
+            busyTimeoutMs: options.unpublishBusyTimeoutMs,
+            onProgress: (event) => {
+              if (event.kind === 'busy') blockers = event.blockers;
+              watch.onProgress(event);
+            },
+          }),
+        );
         if (result.warning !== undefined) log.warn({ volume_id: request.volume_id, target, volume: volume.path }, result.warning);
       } catch (error) {
         if (!isFscryptError(error, 'ERR_FILES_BUSY')) throw error;
@@ -154,4 +165,35 @@ async function resolvedPath(path: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * One RPC's view for the hook observer: `run` wraps the hook (its start and
+ * end), `onProgress` forwards what the hook reports. Without an observer both
+ * are nearly free; with one, what it throws is dropped, so it can never change
+ * a call's outcome.
+ */
+function watched(observer: HookObserver | undefined, rpc: ObservedRpc, volumeId: string) {
+  const send = (event: HookObservation['event']): void => {
+    if (observer === undefined) return;
+    try {
+      observer({ rpc, volumeId, event });
+    } catch {
+      // An observer watches; it never decides.
+    }
+  };
+  return {
+    onProgress: (event: ProgressEvent): void => send(event),
+    async run<T>(hook: () => Promise<T>): Promise<T> {
+      send({ kind: 'hook-start' });
+      let ok = false;
+      try {
+        const result = await hook();
+        ok = true;
+        return result;
+      } finally {
+        send({ kind: 'hook-end', ok });
+      }
+    },
+  };
 }

@@ -22,6 +22,26 @@ import { nodeService } from './node.js';
 import { csiPackage, type NodeGetVolumeStatsRequest, type NodePublishVolumeRequest, type NodeUnpublishVolumeRequest } from './proto.js';
 import { unary, type RpcOptions } from './rpc.js';
 import { VolumeResolver, type SlotTable } from './volumes.js';
+import type { ProgressEvent } from '../../volume/index.js';
+
+/** The RPCs whose lib/volume hook a HookObserver sees. */
+export type ObservedRpc = 'NodePublishVolume' | 'NodeUnpublishVolume';
+
+/**
+ * What a HookObserver is told about the hook one RPC runs (unlock for a
+ * publish, lock for an unpublish): that it is being called, each progress
+ * event it reports (its durable steps, busy files), and that it returned
+ * (ok) or threw. Calls refused before their hook (a bad request, an unknown
+ * handle) tell it nothing.
+ */
+export interface HookObservation {
+  rpc: ObservedRpc;
+  /** The request's volume id: a handle, never a secret. */
+  volumeId: string;
+  event: { kind: 'hook-start' } | ProgressEvent | { kind: 'hook-end'; ok: boolean };
+}
+
+export type HookObserver = (observation: HookObservation) => void;
 
 export const DEFAULT_DRIVER_NAME = 'fscrypt-local.github.io';
 export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet';
@@ -45,6 +65,12 @@ export interface CsiServerOptions {
   busyRetry?: { initialDelayMs?: number; maxDelayMs?: number };
   /** The longest any call may run, whatever its deadline (default 120 s, kubelet's timeout). */
   maxCallMs?: number;
+  /**
+   * Watches the hooks of publishes and unpublishes, e.g. to time their steps
+   * (bench/csi.mjs). Default none. Called synchronously on the hook's path,
+   * so it must be quick; it only watches: what it throws is ignored.
+   */
+  hookObserver?: HookObserver;
 }
 
 /** The socket path an endpoint names: unix:///abs/path, unix:/abs/path or /abs/path. */
@@ -185,6 +211,7 @@ export class CsiServer {
       busyLocks: this.#busyLocks,
       log: this.#log,
       unpublishBusyTimeoutMs: this.#options.unpublishBusyTimeoutMs ?? 2_000,
+      hookObserver: this.#options.hookObserver,
     });
     const none = (): { volume_id?: string; target?: string } => ({});
     const { Identity, Node } = csiPackage();
