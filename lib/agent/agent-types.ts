@@ -44,6 +44,7 @@ export interface AgentSignals {
   setVolumeStates(counts: Record<string, number>): void;
   setOrphanKeys(n: number): void;
   setSlotProblems(n: number): void;
+  lockRetry(): void;
 }
 
 export interface AgentLogger {

@@ -17,8 +17,9 @@
 import type { KubeConfig, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Check } from './health-server.js';
 import { isFscryptError } from '../kernel/errors.js';
-import { TrashCollector } from '../volume/index.js';
+import { describeBlockers, TrashCollector } from '../volume/index.js';
 import { CsiServer, DEFAULT_DRIVER_NAME, nodeTag, type PendingLock } from './csi/index.js';
+import type { HookObservation } from './csi/server.js';
 import type { AgentLogger, AgentSettings, AgentSignals, Reporter } from './agent-types.js';
 import { discoverSlots } from './discovery/discover.js';
 import { SlotRefused, setUpSlot } from './discovery/slot-setup.js';
@@ -90,6 +91,7 @@ export class Agent {
       driverName: this.#driverName,
       slots: this.slots,
       ...(options.kubeletDir ? { kubeletDir: options.kubeletDir } : {}),
+      hookObserver: (observation) => this.#onHook(observation),
       readiness: () => (this.#startupDone ? { ready: true } : { ready: false, reason: this.readiness().reasons.join('; ') || 'starting' }),
       log: options.log,
     });
@@ -184,6 +186,27 @@ export class Agent {
       // The API server may be down at start: serve CSI from the slots anyway, and try again.
       this.#options.log.warn({ err: (error as Error).message }, 'cannot read this Node yet; retrying');
       if (!this.#stopping) setTimeout(() => void this.#readNode().then(() => this.#queueAll()), 2000).unref();
+    }
+  }
+
+  /**
+   * kubelet's publishes and unpublishes as Events on the PV: published to
+   * which pod, locked (the key left the kernel), or lock busy with who holds
+   * the files (the CSI service keeps retrying the key removal).
+   */
+  #onHook(o: HookObservation): void {
+    const event = o.event;
+    const interesting = (event.kind === 'hook-end' && event.ok && o.rpc === 'NodePublishVolume') || event.kind === 'busy' || (event.kind === 'step' && event.step === 'lock:key-removed');
+    if (!interesting) return;
+    const pv = this.#informer.list().find((p) => p.spec?.csi?.volumeHandle === o.volumeId);
+    if (pv?.metadata?.name === undefined) return;
+    const ref = { kind: 'PersistentVolume' as const, name: pv.metadata.name, ...(pv.metadata.uid ? { uid: pv.metadata.uid } : {}) };
+    const pod = /\/pods\/([^/]+)\//.exec(o.target)?.[1] ?? 'unknown';
+    if (event.kind === 'hook-end') this.#options.reporter.record(ref, 'Normal', 'Published', `unlocked and published to pod ${pod} on node ${this.#node.name}`);
+    else if (event.kind === 'step') this.#options.reporter.record(ref, 'Normal', 'Locked', `the last pod stopped: the key left the kernel on node ${this.#node.name}; the data on disk is ciphertext`);
+    else if (event.kind === 'busy') {
+      this.#options.signals?.lockRetry?.();
+      this.#options.reporter.record(ref, 'Warning', 'LockBusy', `the key cannot leave the kernel yet: files are still open (retrying in the background):\n${describeBlockers(event.blockers, 5)}`);
     }
   }
 

@@ -68,7 +68,7 @@ export function nodeService(options: NodeOptions) {
         );
       }
       const protector = entry.protector;
-      const watch = watched(options.hookObserver, 'NodePublishVolume', args.volumeId);
+      const watch = watched(options.hookObserver, 'NodePublishVolume', args.volumeId, target);
       await watch.run(() =>
         unlock(volume, protector, { path: target, readonly: args.readonly }, { signal: context.signal, lockTimeoutMs: context.lockTimeoutMs, onProgress: watch.onProgress }),
       );
@@ -100,7 +100,7 @@ export function nodeService(options: NodeOptions) {
       }
       const { volume } = resolved;
       let blockers: Blocker[] = [];
-      const watch = watched(options.hookObserver, 'NodeUnpublishVolume', request.volume_id);
+      const watch = watched(options.hookObserver, 'NodeUnpublishVolume', request.volume_id, target);
       try {
         const result = await watch.run(() =>
           lock(volume, target, {
@@ -173,11 +173,11 @@ async function resolvedPath(path: string): Promise<string | undefined> {
  * are nearly free; with one, what it throws is dropped, so it can never change
  * a call's outcome.
  */
-function watched(observer: HookObserver | undefined, rpc: ObservedRpc, volumeId: string) {
+function watched(observer: HookObserver | undefined, rpc: ObservedRpc, volumeId: string, target: string) {
   const send = (event: HookObservation['event']): void => {
     if (observer === undefined) return;
     try {
-      observer({ rpc, volumeId, event });
+      observer({ rpc, volumeId, target, event });
     } catch {
       // An observer watches; it never decides.
     }

@@ -38,6 +38,8 @@ export interface HookObservation {
   rpc: ObservedRpc;
   /** The request's volume id: a handle, never a secret. */
   volumeId: string;
+  /** The publish target (kubelet's <pods>/<pod uid>/volumes/.../mount). */
+  target: string;
   event: { kind: 'hook-start' } | ProgressEvent | { kind: 'hook-end'; ok: boolean };
 }
 
