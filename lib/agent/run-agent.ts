@@ -28,7 +28,7 @@ export interface RunAgentOptions {
   /** For the crash tests: told after each durable reclaim step. */
   onStep?: (step: string) => void | Promise<void>;
   /** Shortened timings for tests. */
-  timings?: { configPeriodMs?: number; retry?: { initialMs?: number; maxMs?: number }; informerRestart?: { initialMs?: number; maxMs?: number } };
+  timings?: { configPeriodMs?: number; retry?: { initialMs?: number; maxMs?: number }; informerRestart?: { initialMs?: number; maxMs?: number }; informerStaleAfterMs?: number };
 }
 
 export interface RunningAgent {
@@ -76,7 +76,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     apiObserver: { request: (verb, resource) => metrics.countApiRequest(verb, resource), error: (verb, resource, status) => metrics.countApiError(verb, resource, status) },
     ...(options.onStep ? { onStep: options.onStep } : {}),
     ...(options.timings?.retry ? { retry: options.timings.retry } : {}),
-    ...(options.timings?.informerRestart ? { informer: { restartDelay: options.timings.informerRestart } } : {}),
+    informer: {
+      ...(options.timings?.informerRestart ? { restartDelay: options.timings.informerRestart } : {}),
+      ...(options.timings?.informerStaleAfterMs ? { staleAfterMs: options.timings.informerStaleAfterMs } : {}),
+    },
   });
   const loop = eventLoopWatch();
   const health = new HealthServer({
