@@ -5,6 +5,7 @@
 // remove the socket. Published volumes stay published: kubelet owns them,
 // and the next agent finds them through the slots' state.
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { FscryptError } from '../kernel/errors.js';
 import { threadPoolWarning } from '../volume/index.js';
 import { Agent } from './agent.js';
 import { ConfigReloader, matchesNamePattern, type LoadedConfig } from './config/index.js';
@@ -44,7 +45,6 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   if (warning !== undefined) log.warn({}, warning);
 
   const metrics = new AgentMetrics();
-  const kc = options.kubeConfig ?? loadKubeConfig(options.kubeconfig);
   let recorder: EventRecorder | undefined;
   const reloader = new ConfigReloader(options.configDir, {
     periodMs: options.timings?.configPeriodMs ?? 5000,
@@ -58,8 +58,16 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       recorder?.record({ kind: 'Node', name: options.nodeName }, 'Warning', 'ConfigRejected', `the new configuration was rejected (the agent keeps the last good one): ${error.message}`);
     },
   });
+  // Local input first: a bad config is reported before anything talks to the cluster.
   const first = await reloader.start();
   for (const w of first.warnings) log.warn({ file: w.file, key: w.key }, w.message);
+  let kc: KubeConfig;
+  try {
+    kc = options.kubeConfig ?? loadKubeConfig(options.kubeconfig);
+  } catch (error) {
+    reloader.stop();
+    throw error;
+  }
 
   recorder = new EventRecorder({ sink: clientNodeEventSink(kc.makeApiClient(CoreV1Api)), namespace: options.namespace, component: 'fscrypt-local', host: options.nodeName, log, metrics });
   const agent = new Agent({
@@ -92,8 +100,19 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     ready: () => agent.readiness(),
     log,
   });
-  const address = await health.start();
-  await agent.start();
+  let address: { host: string; port: number };
+  try {
+    address = await health.start();
+    await agent.start();
+  } catch (error) {
+    // A port in use, a socket path that cannot be bound: undo what started, so the process can exit with the error.
+    reloader.stop();
+    loop.stop();
+    await agent.stop().catch(() => undefined);
+    await recorder.stop().catch(() => undefined);
+    await health.stop().catch(() => undefined);
+    throw error;
+  }
 
   let stopping: Promise<void> | undefined;
   return {
@@ -114,7 +133,17 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
 
 function loadKubeConfig(file: string | undefined): KubeConfig {
   const kc = new KubeConfig();
-  if (file) kc.loadFromFile(file);
-  else kc.loadFromCluster();
+  if (file) {
+    try {
+      kc.loadFromFile(file);
+    } catch (error) {
+      throw FscryptError.invalidArgument(`cannot load the kubeconfig ${file}: ${(error as Error).message}`);
+    }
+  } else {
+    if (!process.env.KUBERNETES_SERVICE_HOST) {
+      throw FscryptError.invalidArgument('not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is unset): pass --kubeconfig FILE or set KUBECONFIG');
+    }
+    kc.loadFromCluster();
+  }
   return kc;
 }
