@@ -80,6 +80,7 @@ export class Agent {
   #resyncTimer: NodeJS.Timeout | undefined;
   #taintRemoved = false;
   #censusTimer: NodeJS.Timeout | undefined;
+  #censusPeriod: NodeJS.Timeout | undefined;
 
   constructor(options: AgentOptions) {
     this.#options = options;
@@ -122,6 +123,9 @@ export class Agent {
     this.#discoveryTimer = setInterval(() => void this.#discover(false), this.#options.discoveryPeriodMs);
     this.#discoveryTimer.unref();
     this.#scheduleResync();
+    // The gauges also follow what no queue run sees: a busy lock the CSI service finished in the background.
+    this.#censusPeriod = setInterval(() => this.#scheduleCensus(), 5000);
+    this.#censusPeriod.unref();
   }
 
   /** Ready: start-up reconcile done for every slot found at start, PVs listed, CSI serving. */
@@ -171,6 +175,7 @@ export class Agent {
     clearInterval(this.#discoveryTimer);
     clearTimeout(this.#resyncTimer);
     clearTimeout(this.#censusTimer);
+    clearInterval(this.#censusPeriod);
     await this.#informer.stop();
     await this.#queue.stop();
     await this.csi.stop();
@@ -302,8 +307,14 @@ export class Agent {
   }
 
   async #setUp(record: SlotRecord): Promise<void> {
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     try {
-      const setup = await setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash });
+      const setup = await setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash }).catch((error: unknown) => {
+        this.#options.signals?.observeHook?.('slot-setup', seconds(), 'error');
+        throw error;
+      });
+      this.#options.signals?.observeHook?.('slot-setup', seconds(), 'ok');
       record.descriptor = setup.descriptor;
       record.protector = setup.protector;
       record.condition = 'ready';
