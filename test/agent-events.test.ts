@@ -211,7 +211,7 @@ t.test('an occurrence during the request that creates the Event becomes one more
 t.test('messages are cut to 1024 bytes, never inside a character', async (t) => {
   const { sink, recorder } = rig(t);
   const long = `${'a'.repeat(1021)}ééé`;
-  recorder.record(PV, 'Warning', EVENT_REASONS.PrepareFailed, long);
+  recorder.record(PV, 'Warning', EVENT_REASONS.ReconcileFailed, long);
   await recorder.flush();
   const message = sink.creates()[0]!.message!;
   t.equal(message, `${'a'.repeat(1021)}é`, '1021 + 2 bytes: the next é would not fit');
@@ -223,15 +223,15 @@ t.test('messages are cut to 1024 bytes, never inside a character', async (t) => 
 
 t.test('the spam filter: 25 Events of one object, then one more per 5 minutes; other objects unaffected', async (t) => {
   const { sink, recorder, clock, dropped } = rig(t);
-  for (let i = 0; i < 30; i++) recorder.record(PV, 'Warning', EVENT_REASONS.PublishFailed, `attempt ${i}`);
+  for (let i = 0; i < 30; i++) recorder.record(PV, 'Warning', EVENT_REASONS.ReconcileFailed, `attempt ${i}`);
   recorder.record(NODE, 'Warning', EVENT_REASONS.SlotRefused, 'bad metadata');
   await recorder.flush();
   t.equal(sink.creates().filter((e) => e.involvedObject.kind === 'PersistentVolume').length, 25);
   t.equal(sink.creates().filter((e) => e.involvedObject.kind === 'Node').length, 1);
   t.equal(await dropped('rate_limited'), 5);
   clock.now += 5 * 60_000;
-  recorder.record(PV, 'Warning', EVENT_REASONS.PublishFailed, 'attempt 30');
-  recorder.record(PV, 'Warning', EVENT_REASONS.PublishFailed, 'attempt 31');
+  recorder.record(PV, 'Warning', EVENT_REASONS.ReconcileFailed, 'attempt 30');
+  recorder.record(PV, 'Warning', EVENT_REASONS.ReconcileFailed, 'attempt 31');
   await recorder.flush();
   t.equal(sink.creates().filter((e) => e.involvedObject.kind === 'PersistentVolume').length, 26, 'one token back after 5 minutes');
   t.equal(await dropped('rate_limited'), 6);
@@ -333,7 +333,7 @@ t.test('record() never throws: not for a sink that throws at once, a broken cloc
     },
   });
   t.doesNotThrow(() => broken.record(PV, 'Normal', EVENT_REASONS.Locked, 'locked'));
-  t.doesNotThrow(() => recorder.record(undefined as unknown as ObjectRef, 'Normal', 'X', 'y'));
+  t.doesNotThrow(() => recorder.record(undefined as unknown as ObjectRef, 'Normal', 'X' as never, 'y'));
   t.match(text(), /recording an event failed/);
   t.match(text(), /clock broke/);
   const throwing = (): never => {
@@ -349,7 +349,7 @@ t.test('record() never throws: not for a sink that throws at once, a broken cloc
     log: { debug: throwing, info: throwing, warn: throwing, error: throwing } as unknown as ReturnType<typeof createAgentLog>,
   });
   t.doesNotThrow(() => silent.record(PV, 'Warning', EVENT_REASONS.ConfigRejected, 'rejected, and its warning throws'));
-  t.doesNotThrow(() => silent.record(undefined as unknown as ObjectRef, 'Normal', 'X', 'y'), 'nor with a logger that throws');
+  t.doesNotThrow(() => silent.record(undefined as unknown as ObjectRef, 'Normal', 'X' as never, 'y'), 'nor with a logger that throws');
   await silent.flush();
   silent.record(PV, 'Normal', EVENT_REASONS.Locked, 'the worker still runs');
   await silent.flush();

@@ -3,6 +3,7 @@
 // config module's ClassConfig and AgentConfig, the EventRecorder and the
 // AgentMetrics satisfy these.
 import type { KeySourceSpec } from '../keys/key-source.js';
+import type { EventReason } from './events.js';
 import type { NodeSelectorTerm } from './pv/pv-spec.js';
 
 export interface AgentClass {
@@ -34,7 +35,7 @@ export interface ObjectRef {
 
 /** Where lifecycle steps and failures are told to operators (core/v1 Events). */
 export interface Reporter {
-  record(object: ObjectRef, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  record(object: ObjectRef, type: 'Normal' | 'Warning', reason: EventReason, message: string): void;
 }
 
 /** The production signals the controller feeds (prom-client gauges and counters). */

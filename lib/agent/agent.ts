@@ -110,7 +110,10 @@ export class Agent {
       onError: (key, error, retryInMs) => {
         const code = isFscryptError(error) ? error.code : error instanceof Error ? error.name : 'unknown';
         options.signals?.countError?.('reconcile', code);
-        options.log.warn({ slot: key, err: (error as Error)?.message ?? String(error), retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed; retrying');
+        const message = (error as Error)?.message ?? String(error);
+        options.log.warn({ slot: key, err: message, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed; retrying');
+        // Repeats of one failure aggregate into one Event (the recorder's correlator).
+        options.reporter.record(this.#nodeRef(), 'Warning', 'ReconcileFailed', `slot ${key}: ${message} (retrying with backoff)`);
       },
     });
   }
@@ -322,7 +325,10 @@ export class Agent {
       record.reconciled = true;
       this.slots.index(record);
       for (const warning of setup.warnings) this.#options.log.warn({ slot: record.key }, warning);
-      if (setup.actions.length > 0) this.#options.log.info({ slot: record.key, actions: setup.actions }, 'start-up reconcile');
+      if (setup.actions.length > 0) {
+        this.#options.log.info({ slot: record.key, actions: setup.actions }, 'start-up reconcile');
+        this.#options.reporter.record(this.#nodeRef(), 'Normal', 'Recovered', `slot ${record.key}: start-up reconcile: ${setup.actions.join('; ')}`);
+      }
       if (setup.created) this.#options.log.info({ slot: record.key, descriptor: setup.descriptor }, 'slot initialised');
     } catch (error) {
       if (!(error instanceof SlotRefused)) throw error;

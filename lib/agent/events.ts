@@ -43,26 +43,29 @@ export type EventSink = {
 
 /** The reasons the agent reports; CamelCase, as Kubernetes' own. */
 export const EVENT_REASONS = {
-  /** A new generation was prepared (policy verified) and its PV created. */
+  /** A new generation was prepared (Node) or offered as a PV, its policy verified by the kernel (PV). */
   Prepared: 'Prepared',
-  PrepareFailed: 'PrepareFailed',
   /** The volume was unlocked and published to a pod's target. */
   Published: 'Published',
-  PublishFailed: 'PublishFailed',
   /** The last target was unpublished and the key removed from the kernel. */
   Locked: 'Locked',
-  /** The key could not be removed yet: files are open (the message names the blockers); retried. */
+  /** The key could not be removed yet: files are open (the message names the blockers); retried in the background. */
   LockBusy: 'LockBusy',
-  LockFailed: 'LockFailed',
-  /** The released volume's key was destroyed; its data is unreadable ciphertext. */
+  /** The released volume's key was destroyed; its data is unreadable ciphertext, and a new generation is offered. */
   CryptoErased: 'CryptoErased',
-  EraseFailed: 'EraseFailed',
-  /** Start-up reconcile finished (or rolled back) an interrupted hook. */
+  /** Start-up reconcile finished or rolled back a hook a crash or reboot interrupted. */
   Recovered: 'Recovered',
-  RecoveryFailed: 'RecoveryFailed',
-  /** A slot is not served (not a mount point, bad metadata, unsafe path, ...); involves the Node. */
+  /** A slot is not served: someone else's files in it, another key source's metadata (Node). */
   SlotRefused: 'SlotRefused',
-  /** The ConfigMap was invalid; the previous configuration stays in force. */
+  /** A served slot is no longer a mount point (its disk was unmounted) (Node). */
+  SlotGone: 'SlotGone',
+  /** A slot waits for an operator: no StorageClass, a claimed generation whose PV is gone under Retain, a damaged volume (Node). */
+  SlotWaiting: 'SlotWaiting',
+  /** Work on a slot failed and is retried with backoff (Node). */
+  ReconcileFailed: 'ReconcileFailed',
+  /** The StorageClass has mountOptions a bind mount cannot honour; no PV is offered (Node). */
+  MountOptionsRefused: 'MountOptionsRefused',
+  /** The ConfigMap was invalid; the previous configuration stays in force (Node). */
   ConfigRejected: 'ConfigRejected',
 } as const;
 
@@ -197,7 +200,7 @@ export class EventRecorder {
   }
 
   /** Queues an Event. Never throws and never waits: a lost Event must not fail a hook. */
-  record(object: ObjectRef, type: EventType, reason: string, message: string): void {
+  record(object: ObjectRef, type: EventType, reason: EventReason, message: string): void {
     try {
       if (this.#stopped) {
         this.#drop('shutdown');
