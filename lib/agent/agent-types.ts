@@ -46,6 +46,7 @@ export interface AgentSignals {
   setOrphanKeys(n: number): void;
   setSlotProblems(n: number): void;
   lockRetry(): void;
+  setInformerAge(seconds: number): void;
 }
 
 export interface AgentLogger {

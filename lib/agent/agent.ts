@@ -392,6 +392,7 @@ export class Agent {
         signals.setVolumeStates?.(counts.states);
         signals.setOrphanKeys?.(counts.orphanKeys);
         signals.setSlotProblems?.(counts.problems);
+        signals.setInformerAge?.(this.#informer.ageMs / 1000);
       });
     }, 1000);
     this.#censusTimer.unref();
