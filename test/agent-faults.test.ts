@@ -6,7 +6,7 @@
 // told in words an operator can act on.
 import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { parseKeySource } from '../lib/keys/index.js';
@@ -101,7 +101,7 @@ t.test('a slot unmounted under the agent is reported and not offered again', asy
   node.writeConfig(defaultConfig(node.kek, node.hostDir));
   const agent = await node.start();
   const pv = await node.until('a PV', () => live(node)[0]);
-  execFileSync('umount', [slot]);
+  execFileSync('umount', ['-l', slot]); // lazy: the agent may be reading the slot's state at this moment
   const gone = await node.until('a SlotGone event', () => node.api.events().find((e) => (e as any).reason === 'SlotGone'));
   t.match((gone as any).message, /no longer a mount point/);
   t.equal(agent.running.agent.status().slots[0]!.condition, 'gone');
@@ -142,6 +142,14 @@ t.test('a directory holding someone else’s files is refused and never adopted'
   t.equal(node.pvs().length, 0, 'no PV');
   t.notOk(existsSync(join(slot, '.fscrypt')), 'no metadata written beside the files');
   t.equal(agent.running.agent.status().slots[0]!.condition, 'refused');
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // discovery passes look at it again
+  t.equal(node.api.events().filter((e) => (e as any).reason === 'SlotRefused').length, 1, 'told once, not at every pass');
+  t.equal(((node.api.events().find((e) => (e as any).reason === 'SlotRefused') as any).count ?? 1), 1);
+
+  // The operator moves the files away: the next discovery adopts the slot.
+  rmSync(join(slot, 'customers.db'));
+  await node.until('a PV once the slot is clean', () => node.pvs()[0]);
+  t.equal(agent.running.agent.status().slots[0]!.condition, 'ready');
 });
 
 t.test('a slot made with another key source is refused clearly', async (t) => {

@@ -261,6 +261,14 @@ export class Agent {
         this.#queue.add(key);
       } else {
         record.class = cls;
+        // A refusal is looked at again when what caused it may have changed: the slot's contents (cheap to check,
+        // every pass), or the class's key source (opening a protector can cost an Argon2 or a KMS call: only on a config change).
+        const refusal = record.refusal;
+        if (record.condition === 'refused' && refusal !== undefined && (refusal.retryOn === 'contents' || refusal.keySourceText !== cls.fscrypt.keySourceText)) {
+          record.condition = 'pending';
+          record.refusal = undefined;
+          this.#queue.add(key);
+        }
         if (record.condition === 'gone') {
           this.#options.log.info({ slot: key }, 'slot is mounted again');
           record.condition = record.protector ? 'ready' : 'pending';
@@ -322,6 +330,7 @@ export class Agent {
       record.protector = setup.protector;
       record.condition = 'ready';
       record.problem = undefined;
+      record.lastRefusal = undefined;
       record.reconciled = true;
       this.slots.index(record);
       for (const warning of setup.warnings) this.#options.log.warn({ slot: record.key }, warning);
@@ -334,6 +343,10 @@ export class Agent {
       if (!(error instanceof SlotRefused)) throw error;
       record.condition = 'refused';
       record.problem = error.message;
+      const again = record.lastRefusal === error.message;
+      record.refusal = { retryOn: error.retryOn, keySourceText: record.class.fscrypt.keySourceText };
+      record.lastRefusal = error.message;
+      if (again) return; // looked at again, same answer: told once
       this.#options.signals?.countError?.('slot-setup', 'refused');
       this.#options.reporter.record(this.#nodeRef(), 'Warning', 'SlotRefused', `slot ${record.key}: ${error.message}`);
       this.#options.log.warn({ slot: record.key }, error.message);

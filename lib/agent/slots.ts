@@ -20,6 +20,10 @@ export interface SlotRecord {
   problem?: string | undefined;
   descriptor?: string | undefined;
   protector?: OpenProtector | undefined;
+  /** For a refused slot: what would change the answer (slot-setup.ts SlotRefused.retryOn), and the key source it was refused under. */
+  refusal?: { retryOn: 'contents' | 'config'; keySourceText: string } | undefined;
+  /** The last refusal's message, so a refusal looked at again is told once. */
+  lastRefusal?: string | undefined;
   /** Start-up reconcile has run for this slot since the agent started. */
   reconciled: boolean;
 }

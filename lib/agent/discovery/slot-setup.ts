@@ -16,6 +16,13 @@ import { foreignEntries, initSlot, isSlot, openSlotProtector, prepare, reconcile
 
 export class SlotRefused extends Error {
   override readonly name = 'SlotRefused';
+  constructor(
+    message: string,
+    /** What would change the answer: the slot's contents (checked again at every discovery) or the class's key source (a config change). */
+    readonly retryOn: 'contents' | 'config',
+  ) {
+    super(message);
+  }
 }
 
 export interface SlotSetup {
@@ -36,6 +43,7 @@ export async function setUpSlot(root: string, source: KeySourceSpec, options: { 
     const shown = foreign.slice(0, 5).map((name) => JSON.stringify(name)).join(', ') + (foreign.length > 5 ? ` and ${foreign.length - 5} more` : '');
     throw new SlotRefused(
       `${root} holds files that are not fscrypt-local's (${shown}): the agent never adopts a directory with data in it, which would stay unencrypted. Move them away (or use another directory), and the slot is picked up at the next discovery`,
+      'contents',
     );
   }
   const initialised = await isSlot(root);
@@ -70,11 +78,12 @@ function refusalFor(error: unknown, root: string, initialised: boolean): SlotRef
   if (isFscryptError(error, 'ERR_WRONG_KEY')) {
     return new SlotRefused(
       `${root} belongs to another key source: its protector does not open with this class's keySource (${(error as FscryptError).message}). Point the class at the key source the slot was made with, or erase the slot by hand`,
+      'config',
     );
   }
   if (isFscryptError(error, 'ERR_BAD_METADATA') || isFscryptError(error, 'ERR_FOREIGN_ENTRY')) {
-    return new SlotRefused(`${root}${initialised ? '' : ' (not yet a slot)'} has metadata the agent will not use: ${(error as Error).message}`);
+    return new SlotRefused(`${root}${initialised ? '' : ' (not yet a slot)'} has metadata the agent will not use: ${(error as Error).message}`, 'contents');
   }
-  if (isFscryptError(error, 'ERR_NOT_SUPPORTED')) return new SlotRefused((error as Error).message);
+  if (isFscryptError(error, 'ERR_NOT_SUPPORTED')) return new SlotRefused((error as Error).message, 'contents');
   return undefined;
 }
