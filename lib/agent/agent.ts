@@ -81,6 +81,7 @@ export class Agent {
   #taintRemoved = false;
   #censusTimer: NodeJS.Timeout | undefined;
   #censusPeriod: NodeJS.Timeout | undefined;
+  readonly #argon2 = new Serial();
 
   constructor(options: AgentOptions) {
     this.#options = options;
@@ -321,7 +322,10 @@ export class Agent {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     try {
-      const setup = await setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash }).catch((error: unknown) => {
+      // A passphrase source costs an Argon2id derivation (64 MiB, ~0.3 s) per open: one at a time, so a node with
+      // many slots does not need a gigabyte at start-up. File and KMS sources are cheap and go in parallel.
+      const costly = record.class.fscrypt.keySource.kind === 'passphrase';
+      const setup = await (costly ? this.#argon2.run(() => setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash })) : setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash })).catch((error: unknown) => {
         this.#options.signals?.observeHook?.('slot-setup', seconds(), 'error');
         throw error;
       });
@@ -409,5 +413,16 @@ export class Agent {
       });
     }, 1000);
     this.#censusTimer.unref();
+  }
+}
+
+/** Runs one task at a time, in order. */
+class Serial {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(task, task);
+    this.#tail = result.catch(() => undefined);
+    return result;
   }
 }
