@@ -62,6 +62,10 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
   const protector = record.protector;
   if (record.condition !== 'ready' || protector === undefined || record.descriptor === undefined) return { waiting: record.problem ?? 'the slot is not ready', problem: true };
   const cls = record.class;
+  // A PV created in a pass that recycled or deleted an erased generation's PV
+  // ends a reclaim; the first offer of a fresh slot is no reclaim step, and
+  // reporting it would kill a crash test's agent before the reclaim begins.
+  let reclaiming = false;
   for (let steps = 0; steps < MAX_STEPS; steps++) {
     let status = await slotStatus(record.root);
     if (status.volume === null) {
@@ -91,16 +95,18 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
       } else if (d.action === 'delete-pv') {
         const result = await ctx.api.deletePv(d.pv.name, d.pv.uid);
         if (result === 'deleted') ctx.log.info({ slot: record.key, pv: d.pv.name }, `deleted PersistentVolume: ${d.why}`);
+        reclaiming = true;
         await report(ctx, 'reclaim:old-pv-deleted');
       } else if (d.action === 'recycle') {
         if (!(await confirmRecycle(ctx, record, v.generation, d.why, d.pv))) return { volume, waiting: 'the PersistentVolume changed; looking again' };
         const result = await timed(ctx, 'recycle', () => recycle(volume, protector, { trash: ctx.trash, ...(ctx.onStep ? { onStep: ctx.onStep } : {}) }));
+        reclaiming = true;
         const target = d.pv ? pvRef(d.pv) : nodeRef(ctx);
         ctx.report.record(target, 'Normal', 'CryptoErased', `${result.erased} of slot ${record.key} was crypto-erased (its key is destroyed); ${result.next.name} is ready for the next claim`);
         acted = true;
         break; // the slot changed: decide again
       } else if (d.action === 'create-pv') {
-        await createPv(ctx, record, cls, volume, status, sc);
+        await createPv(ctx, record, cls, volume, status, sc, reclaiming);
         acted = true;
       } else {
         waiting = { volume, waiting: d.why, ...(d.problem ? { problem: true } : {}) };
@@ -129,7 +135,7 @@ async function confirmRecycle(ctx: ReconcilerContext, record: SlotRecord, genera
   return (await ctx.api.readPv(name)) === undefined;
 }
 
-async function createPv(ctx: ReconcilerContext, record: SlotRecord, cls: AgentClass, volume: Volume, status: SlotStatus, sc: StorageClassInfo): Promise<void> {
+async function createPv(ctx: ReconcilerContext, record: SlotRecord, cls: AgentClass, volume: Volume, status: SlotStatus, sc: StorageClassInfo, reclaiming: boolean): Promise<void> {
   const refused = unsupportedMountOptions(sc.mountOptions);
   if (refused.length > 0) {
     ctx.report.record(
@@ -162,7 +168,7 @@ async function createPv(ctx: ReconcilerContext, record: SlotRecord, cls: AgentCl
     setOwnerRef: settings.setPVOwnerRef,
   });
   const created = await ctx.api.createPv(pv);
-  await report(ctx, 'reclaim:new-pv-created');
+  if (reclaiming) await report(ctx, 'reclaim:new-pv-created');
   if (created.result === 'created') {
     ctx.log.info({ slot: record.key, pv: pv.metadata!.name, generation: volume.generation }, 'created PersistentVolume');
     ctx.report.record({ kind: 'PersistentVolume', name: pv.metadata!.name!, ...(created.uid ? { uid: created.uid } : {}) }, 'Normal', 'Prepared', `encrypted volume ${volume.name} of slot ${record.key} on node ${ctx.node().name} is offered (policy verified: ${pv.metadata!.annotations!['fscrypt-local.github.io/policy']})`);
