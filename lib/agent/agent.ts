@@ -124,7 +124,13 @@ export class Agent {
     await this.#readNode();
     this.#informer.start();
     await this.#discover(true);
-    this.#discoveryTimer = setInterval(() => void this.#discover(false), this.#options.discoveryPeriodMs);
+    this.#discoveryTimer = setInterval(
+      () =>
+        void this.#discover(false).catch((error: unknown) => {
+          this.#options.log.error({ err: (error as Error)?.message ?? String(error) }, 'discovery pass failed; the next one runs in one period');
+        }),
+      this.#options.discoveryPeriodMs,
+    );
     this.#discoveryTimer.unref();
     this.#scheduleResync();
     // The gauges also follow what no queue run sees: a busy lock the CSI service finished in the background.
