@@ -89,10 +89,10 @@ t.test('metrics, health and readiness of a running agent; a busy lock told as an
   t.match((busy as any).message, new RegExp(`pid ${holder.pid}|\\bsh\\b`), 'the event names the process holding the files');
   t.equal((busy as any).involvedObject.name, pv.metadata.name, 'on the PV');
   // The metrics show the key still in the kernel with no target: the invariant-2 signal is not 0 while it lasts.
-  await node.until('keys_without_target 1', async () => /fscrypt_local_keys_without_target 1\b/.test((await get('/metrics')).text), 20_000);
+  await node.until('keys_without_target 1', async () => /fscrypt_local_keys_without_target 1\b/.test((await get("/metrics")).text), 45_000);
   holder.kill('SIGKILL');
   await node.until('the key removed once the holder exits', async () => (await slotStatus(slot)).volume?.key === 'absent', 60_000);
-  await node.until('keys_without_target back to 0', async () => /fscrypt_local_keys_without_target 0\b/.test((await get('/metrics')).text), 20_000);
+  await node.until('keys_without_target back to 0', async () => /fscrypt_local_keys_without_target 0\b/.test((await get("/metrics")).text), 45_000);
   const metrics = (await get('/metrics')).text;
   t.match(metrics, /fscrypt_local_volumes\{state="locked"\} 1/);
   t.match(metrics, /fscrypt_local_hook_duration_seconds_count\{hook="slot-setup",outcome="ok"\}/);
