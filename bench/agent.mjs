@@ -72,6 +72,7 @@ import { ensurePackageBuilt } from './lib/build.mjs';
 import { startContentionMeter } from './lib/contention.mjs';
 import { startAgentProcess } from './lib/agent-process.mjs';
 import { startFakeApiServerProcess } from './lib/fake-apiserver-process.mjs';
+import { startPhaseContentionMeter } from './lib/phase-contention.mjs';
 import { startRetryingKubelet } from './lib/kubelet-retrying.mjs';
 import { PreconditionError, requireCommand, requireExt4Encryption, requireRoot } from './lib/preflight.mjs';
 import { makeScratchExt4 } from './lib/scratch-fs.mjs';
@@ -315,12 +316,14 @@ async function main() {
     agent = await startAgentProcess(agentOptions, { threadPoolSize: SERVICE_THREADPOOL_SIZE });
     const baseline = measure ? await memory(true) : undefined;
     const cpuBefore = (await agent.call('usage')).cpuMs;
+    const phaseLoad = startPhaseContentionMeter([agent.pid, api.pid]);
     if (measure) {
       await agent.call('rssStart');
       await agent.call('probeStart');
     }
     const started = await agent.call('start');
     const { at } = await agent.call('waitReady', { timeoutMs: WAIT_TIMEOUT_MS });
+    const load = phaseLoad();
     const waits = measure ? await agent.call('probeStop') : undefined;
     const rssPeak = measure ? await agent.call('rssStop') : undefined;
     const cpuAfter = (await agent.call('usage')).cpuMs;
@@ -337,6 +340,7 @@ async function main() {
       waits,
       rssPeakMiB: rssPeak === undefined ? undefined : mib(rssPeak),
       agentCpuMs: round(cpuAfter - cpuBefore, 0),
+      load,
     };
   };
   const report = { parameters: { ...options, slotsPerFilesystem: perFilesystem, discoveryPeriodMs: DISCOVERY_PERIOD_MS }, setup: { mkfsMs, bindMs }, anchor };
@@ -362,6 +366,7 @@ async function main() {
       readyzStatus: readyz.status,
       rssPeakMiB: cold.rssPeakMiB,
       agentCpuMs: cold.agentCpuMs,
+      load: cold.load,
       eventLoopDelay: cold.waits.eventLoopDelay,
       apiRequests: coldApi.requests,
       fakeApiCpuMs: coldApi.cpuMs,
@@ -382,7 +387,9 @@ async function main() {
     await agent.call('rssStart');
     await agent.call('probeStart');
     await api.call('mark');
+    const idleLoad = startPhaseContentionMeter([agent.pid, api.pid]);
     await sleep(options.idle * 1000);
+    const idleContention = idleLoad();
     const idleWaits = await agent.call('probeStop');
     const idlePeak = mib(await agent.call('rssStop'));
     const idleApi = await api.call('stats');
@@ -395,6 +402,7 @@ async function main() {
       overBaselineMiB: round(steady.rssMiB - cold.baseline.rssMiB, 1),
       eventLoopDelay: idleWaits.eventLoopDelay,
       poolRoundTrip: idleWaits.poolRoundTrip,
+      load: idleContention,
       apiRequests: idleApi.requests,
     };
     delete report.steady.rssMiB;
@@ -426,7 +434,9 @@ async function main() {
     /** Runs the batches with the agent's wait probe on; per method: latencies (first attempt to success), retried calls, failed attempts' errors. */
     const measure = async (batches) => {
       await agent.call('probeStart');
+      const phaseLoad = startPhaseContentionMeter([agent.pid, api.pid]);
       const results = await kubelet.run(batches);
+      const load = phaseLoad();
       const waits = await agent.call('probeStop');
       const byMethod = {};
       batches.forEach((batch, b) =>
@@ -438,7 +448,7 @@ async function main() {
           m.errors.push(...r.errors);
         }),
       );
-      return { byMethod, waits };
+      return { byMethod, waits, load };
     };
     const cyclesOf = (n) => {
       const cycles = [];
@@ -468,7 +478,7 @@ async function main() {
       rounds,
       pvEvents: touched,
       ...Object.fromEntries(
-        Object.entries(configurations).map(([name, { byMethod, waits }]) => [
+        Object.entries(configurations).map(([name, { byMethod, waits, load }]) => [
           name,
           {
             ...Object.fromEntries(
@@ -476,6 +486,7 @@ async function main() {
             ),
             eventLoopDelay: waits.eventLoopDelay,
             poolRoundTrip: waits.poolRoundTrip,
+            load,
           },
         ]),
       ),
@@ -501,9 +512,11 @@ async function main() {
     for (const waiting of [firstNew, allNew]) waiting.catch(() => undefined); // awaited below
     await agent.call('rssStart');
     await agent.call('probeStart');
+    const reclaimLoad = startPhaseContentionMeter([agent.pid, api.pid]);
     const releaseStart = now();
     await api.call('release', { names });
     const allNewAt = BigInt((await allNew).at);
+    const reclaimContention = reclaimLoad();
     const firstNewAt = BigInt((await firstNew).at);
     const reclaimWaits = await agent.call('probeStop');
     const reclaimPeak = mib(await agent.call('rssStop'));
@@ -521,6 +534,7 @@ async function main() {
       trashIdleMs: round(trashIdleMs, 0),
       settledMs: round(Number(reclaimSettled.at - BigInt(releaseStart)) / 1e6, 0),
       rssPeakMiB: reclaimPeak,
+      load: reclaimContention,
       eventLoopDelay: reclaimWaits.eventLoopDelay,
       apiRequests: reclaimApi.requests,
     };
@@ -557,6 +571,7 @@ async function main() {
         readyFromForkMs: warm.fromForkMs,
         runAgentReturnedMs: warm.returnedMs,
         agentCpuMs: warm.agentCpuMs,
+        load: warm.load,
         importMs: warm.importMs,
         pvCreates: creates,
         apiRequests: warmApi.requests,
@@ -679,7 +694,7 @@ function printReport(r) {
   lines.push(`Setup: mkfs ${seconds(r.setup.mkfsMs)} s, ${p.slots} bind mounts ${seconds(r.setup.bindMs)} s.`);
   const l = r.load;
   lines.push(
-    `Load: other processes used ${l.otherCpuPercent}% of the CPUs during the run, the hypervisor took ${l.stealPercent}% (steal), kernel threads ${l.kernelCpuPercent}%; ` +
+    `Load: other processes used ${l.otherCpuPercent}% of the CPUs over the whole run (each phase's own share is in its table), the hypervisor took ${l.stealPercent}% (steal), kernel threads ${l.kernelCpuPercent}%; ` +
       `loadavg ${l.loadavgBefore.join(' ')} before, ${l.loadavgAfter.join(' ')} after.`,
   );
   if (l.otherCpuPercent + l.stealPercent > BUSY_MACHINE_PERCENT) lines.push('WARNING: the machine was busy; every time is inflated, p99 most. Rerun when it is quiet.');
@@ -689,13 +704,13 @@ function printReport(r) {
   const w = r.warmRestarts;
   lines.push(
     formatTable(
-      ['start-up (s)', 'every PV', 'ready', 'settled', 'ready from fork', 'runAgent returned', 'event loop p99 (ms)', 'event loop max (ms)', 'RSS peak (MiB)'],
+      ['start-up (s)', 'every PV', 'ready', 'settled', 'ready from fork', 'runAgent returned', 'event loop p99 (ms)', 'event loop max (ms)', 'RSS peak (MiB)', 'other CPU %'],
       [
-        [`cold start (${p.slots} slots: init, prepare, PV)`, seconds(c.allPvsMs), seconds(c.readyMs), seconds(c.settledMs), seconds(c.readyFromForkMs), seconds(c.runAgentReturnedMs), c.eventLoopDelay.p99, c.eventLoopDelay.max, c.rssPeakMiB],
-        ...w.map((x, i) => [`warm restart ${i + 1} (reconcile only)`, '-', seconds(x.readyMs), seconds(x.settledMs), seconds(x.readyFromForkMs), seconds(x.runAgentReturnedMs), '-', '-', '-']),
-        [`upstream model: one serial pass`, seconds(r.anchor.passMs), '-', '-', '-', '-', '-', '-', '-'],
-        [`upstream model + its ${UPSTREAM_DISCOVERY_PERIOD_MS / 1000} s discovery period`, seconds(r.anchor.withPeriodMs), '-', '-', '-', '-', '-', '-', '-'],
-        [`upstream model at client-go's default 5 QPS (computed)`, seconds(r.anchor.rateLimitedMs), '-', '-', '-', '-', '-', '-', '-'],
+        [`cold start (${p.slots} slots: init, prepare, PV)`, seconds(c.allPvsMs), seconds(c.readyMs), seconds(c.settledMs), seconds(c.readyFromForkMs), seconds(c.runAgentReturnedMs), c.eventLoopDelay.p99, c.eventLoopDelay.max, c.rssPeakMiB, c.load.otherCpuPercent],
+        ...w.map((x, i) => [`warm restart ${i + 1} (reconcile only)`, '-', seconds(x.readyMs), seconds(x.settledMs), seconds(x.readyFromForkMs), seconds(x.runAgentReturnedMs), '-', '-', '-', x.load.otherCpuPercent]),
+        [`upstream model: one serial pass`, seconds(r.anchor.passMs), '-', '-', '-', '-', '-', '-', '-', '-'],
+        [`upstream model + its ${UPSTREAM_DISCOVERY_PERIOD_MS / 1000} s discovery period`, seconds(r.anchor.withPeriodMs), '-', '-', '-', '-', '-', '-', '-', '-'],
+        [`upstream model at client-go's default 5 QPS (computed)`, seconds(r.anchor.rateLimitedMs), '-', '-', '-', '-', '-', '-', '-', '-'],
       ],
     ),
   );
@@ -727,7 +742,10 @@ function printReport(r) {
       ],
     ),
   );
-  lines.push(`Event loop delay while idle: p50 ${s.eventLoopDelay.p50} ms, p99 ${s.eventLoopDelay.p99} ms, max ${s.eventLoopDelay.max} ms; thread-pool round trip p99 ${s.poolRoundTrip.p99} ms.`);
+  lines.push(
+    `Event loop delay while idle: p50 ${s.eventLoopDelay.p50} ms, p99 ${s.eventLoopDelay.p99} ms, max ${s.eventLoopDelay.max} ms; thread-pool round trip p99 ${s.poolRoundTrip.p99} ms ` +
+      `(other processes used ${s.load.otherCpuPercent}% of the CPUs meanwhile).`,
+  );
   lines.push(`API requests while idle: ${requestsLine(s.apiRequests) || 'none'}.`);
   lines.push('');
 
@@ -741,7 +759,10 @@ function printReport(r) {
     lines.push(
       formatTable(
         [`${method} (ms), ${p.slots} volumes known`, ...columns.map(([name]) => name)],
-        ['n', 'p50', 'p99', 'max', 'retried'].map((stat) => [stat, ...columns.map(([, x]) => x[method][stat])]),
+        [
+          ...['n', 'p50', 'p99', 'max', 'retried'].map((stat) => [stat, ...columns.map(([, x]) => x[method][stat])]),
+          ['other CPU %', ...columns.map(([, x]) => x.load.otherCpuPercent)],
+        ],
       ),
     );
     lines.push('');
@@ -762,7 +783,7 @@ function printReport(r) {
   lines.push(
     `Reclaim of ${rc.pvs} Released PVs (released at once): every new PV created and every old one gone in ${seconds(rc.allMs)} s (the first new PV at ${seconds(rc.firstNewPvMs)} s; ` +
       `${round(rc.pvs / (rc.allMs / 1000), 1)} PVs/s); the old generations' ciphertext deleted by ${seconds(rc.trashIdleMs)} s, the agent settled by ${seconds(rc.settledMs)} s. ` +
-      `Event loop p99 ${rc.eventLoopDelay.p99} ms, max ${rc.eventLoopDelay.max} ms; RSS peak ${rc.rssPeakMiB} MiB.`,
+      `Event loop p99 ${rc.eventLoopDelay.p99} ms, max ${rc.eventLoopDelay.max} ms; RSS peak ${rc.rssPeakMiB} MiB; other processes used ${rc.load.otherCpuPercent}% of the CPUs.`,
   );
   lines.push(`Reclaim API requests: ${requestsLine(rc.apiRequests)}.`);
   lines.push('');
