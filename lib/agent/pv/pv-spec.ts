@@ -27,16 +27,9 @@ import {
   SLOT_LABEL,
   SLOT_NAME_ANNOTATION,
 } from './labels.js';
+import type { NodeSelectorTerm } from '../config/types.js';
 
-export interface NodeSelectorRequirement {
-  key: string;
-  operator: string;
-  values?: string[];
-}
-export interface NodeSelectorTerm {
-  matchExpressions?: NodeSelectorRequirement[];
-  matchFields?: NodeSelectorRequirement[];
-}
+export type { NodeSelectorRequirement, NodeSelectorTerm } from '../config/types.js';
 
 /** What the PV of one generation is made from. */
 export interface PvInput {
