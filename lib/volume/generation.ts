@@ -7,8 +7,11 @@
 // thread pool, like every call on a slot's filesystem (see durable-fs.ts).
 import { chmod, mkdir, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { defaultPolicy, FscryptError, getPolicy, keyIdentifier, samePolicy, setPolicy } from '../kernel/index.js';
+import { defaultPolicy, FscryptError, getPolicy, samePolicy, setPolicy } from '../kernel/index.js';
 import { newPolicyKey, type OpenProtector } from '../keys/index.js';
+// Not lib/kernel's keyIdentifier: crypto.hkdfSync keeps a copy of the key in a
+// KeyObject until GC; this HMAC-based HKDF leaves none (lib/keys/hkdf.ts).
+import { policyKeyIdentifier } from '../keys/hkdf.js';
 import { step, type HookOptions } from './hook-options.js';
 import { addVolumeKey, removalOptions, removeVolumeKey } from './key-residency.js';
 import { volumeName, volumePath } from './slot-layout.js';
@@ -43,7 +46,7 @@ export function startGeneration(state: SlotState): { record: VolumeRecord; key: 
   const record: VolumeRecord = {
     generation,
     name: volumeName(generation),
-    identifier: keyIdentifier(key),
+    identifier: policyKeyIdentifier(key),
     phase: 'preparing',
     targets: [],
     adminUnlocked: false,
