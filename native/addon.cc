@@ -16,7 +16,8 @@
 // settles: if building that error or a result throws, the promise rejects
 // with what was thrown.
 //
-// One synchronous exception: flock(LOCK_NB) for the slot lock, which never
+// Synchronous exceptions: prctl(PR_SET_DUMPABLE) (instant, process-wide),
+// and flock(LOCK_NB) for the slot lock, which never
 // blocks and so needs no worker. Node has no flock, and a lock the kernel
 // drops when its holder dies is the only kind a crash cannot wedge and that
 // works across PID namespaces (the agent's container and an admin's shell).
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -605,6 +607,24 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), rc == 0 ? 0 : -errno);
 }
 
+// prctl(PR_SET_DUMPABLE, 0 or 1) -> 0 or a negative errno. Not dumpable: no
+// core dump of this process (it holds every open slot's protector key), and
+// no ptrace or /proc/PID/mem access by other users' processes.
+Napi::Value SetDumpable(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) {
+    throw Napi::TypeError::New(info.Env(), "dumpable must be a boolean");
+  }
+  const unsigned long flag = info[0].As<Napi::Boolean>().Value() ? 1 : 0;
+  const int rc = prctl(PR_SET_DUMPABLE, flag, 0, 0, 0);
+  return Napi::Number::New(info.Env(), rc == 0 ? 0 : -errno);
+}
+
+// prctl(PR_GET_DUMPABLE) -> 0, 1 or 2 (suid_dumpable), or a negative errno.
+Napi::Value GetDumpable(const Napi::CallbackInfo& info) {
+  const int rc = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+  return Napi::Number::New(info.Env(), rc >= 0 ? rc : -errno);
+}
+
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsFunction()) {
     throw Napi::TypeError::New(info.Env(), "error class must be a function");
@@ -636,6 +656,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNonce", Napi::Function::New(env, Start<NonceWorker>));
   exports.Set("probe", Napi::Function::New(env, Start<ProbeWorker>));
   exports.Set("flock", Napi::Function::New(env, Flock));
+  exports.Set("setDumpable", Napi::Function::New(env, SetDumpable));
+  exports.Set("getDumpable", Napi::Function::New(env, GetDumpable));
   return exports;
 }
 

@@ -6,7 +6,7 @@
 // and the next agent finds them through the slots' state.
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { FscryptError } from '../kernel/errors.js';
-import { threadPoolWarning } from '../volume/index.js';
+import { disableCoreDumps, threadPoolWarning } from '../volume/index.js';
 import { Agent } from './agent.js';
 import { ConfigReloader, matchesNamePattern, type LoadedConfig } from './config/index.js';
 import { clientNodeEventSink, EventRecorder } from './events.js';
@@ -41,6 +41,9 @@ export interface RunningAgent {
 
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
   const log = options.log ?? createAgentLog();
+  // Before any protector is opened: the agent holds every slot's protector
+  // key for its life, and a core dump would write them all to the node's disk.
+  disableCoreDumps();
   const warning = threadPoolWarning();
   if (warning !== undefined) log.warn({}, warning);
 

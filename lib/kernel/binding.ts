@@ -61,6 +61,10 @@ export interface NativeBinding {
   probe(path: string): Promise<RawProbe>;
   /** flock(2) with LOCK_NB (required): 0, or a negative errno. Synchronous. */
   flock(fd: number, operation: number): number;
+  /** prctl(PR_SET_DUMPABLE): 0, or a negative errno. Synchronous. */
+  setDumpable(dumpable: boolean): number;
+  /** prctl(PR_GET_DUMPABLE): 0, 1 or 2, or a negative errno. Synchronous. */
+  getDumpable(): number;
 }
 
 // lib/kernel/binding.ts and dist/kernel/binding.js both sit two levels below

@@ -3,6 +3,7 @@ export * from './api.js';
 export * from './constants.js';
 export { asFscryptError, FscryptError, isFscryptError } from './errors.js';
 export type { ErrnoCode, FscryptErrorCode, FscryptErrorDetails, FscryptLocalCode } from './errors.js';
+export { coreDumpsEnabled, disableCoreDumps } from './core-dumps.js';
 export { tryLockExclusive } from './file-lock.js';
 export { keyIdentifier } from './identifier.js';
 export { OPEN_FLAGS, type OpenFlags } from './open-flags.js';

@@ -29,3 +29,5 @@ export { LIBUV_DEFAULT_THREADPOOL_SIZE, SERVICE_THREADPOOL_SIZE, threadPoolSize,
 export { verifiedEvidence, type VolumeEvidence } from './verify.js';
 export { foreignEntries } from './slot-foreign.js';
 export { isMountPoint } from './mounts-location.js';
+// A service that keeps protectors open (the agent) makes itself non-dumpable first.
+export { coreDumpsEnabled, disableCoreDumps } from '../kernel/index.js';
