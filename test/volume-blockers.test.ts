@@ -4,8 +4,8 @@
 // whose key removal reports busy files.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import t from 'tap';
 import { addKey, defaultPolicy, getKeyStatus, removeKey, setPolicy } from '../lib/kernel/index.js';
 import { describeBlockers, findBlockers, type Blocker } from '../lib/volume/blockers.js';
@@ -21,7 +21,10 @@ interface Teardownable {
 
 /**
  * Starts a child and waits until it printed "ready" (or, without waitReady,
- * until it was exec'ed). Killed when the test ends.
+ * until it was exec'ed), then until the kernel names it as the program it
+ * ends up running (/proc/PID/comm): a shell's `echo ready; exec sleep 60`
+ * is still `sh` for a moment after "ready", and a scan in that moment would
+ * name `sh`. Killed when the test ends.
  */
 async function child(t: Teardownable, command: string, args: string[], options: { cwd?: string; waitReady?: boolean } = {}): Promise<ChildProcess> {
   const proc = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'], ...(options.cwd === undefined ? {} : { cwd: options.cwd }) });
@@ -40,7 +43,29 @@ async function child(t: Teardownable, command: string, args: string[], options: 
   } else {
     await once(proc, 'spawn');
   }
+  await untilRunning(proc, finalProgram(command, args));
   return proc;
+}
+
+/** The program a child runs in the end: the last `exec X` of a shell script, or the command. */
+function finalProgram(command: string, args: string[]): string {
+  const c = args.indexOf('-c');
+  const script = c >= 0 && (command === 'sh' || args[c - 1] === 'sh') ? args[c + 1] : undefined;
+  const execs = script === undefined ? [] : [...script.matchAll(/exec ("?)([^\s"]+)\1(?=\s|$)/g)].map((m) => m[2]!).filter((p) => !/^\d/.test(p));
+  return basename(execs.at(-1) ?? command).slice(0, 15);
+}
+
+async function untilRunning(proc: ChildProcess, program: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    let comm = '';
+    try {
+      comm = readFileSync(`/proc/${proc.pid}/comm`, 'utf8').trim();
+    } catch {
+      // not yet, or already gone: the test's own assertion will say
+    }
+    if (comm === program) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 async function stop(proc: ChildProcess): Promise<void> {
