@@ -150,6 +150,17 @@ t.test('a busy target is an EBUSY error naming what holds it', async (t) => {
   t.equal(await unmount(target), true);
 });
 
+t.test('busy for a moment only because of this process (a concurrent status holds the target): the unmount waits it out', async (t) => {
+  const target = newTarget(t);
+  await bindMount(vol, target);
+  const handle = await open(join(target, 'data'), 'r');
+  const unmounted = unmount(target);
+  // Released while the unmount is retrying: the umount(8) run alone takes longer than this.
+  setTimeout(() => void handle.close(), 50);
+  t.equal(await unmounted, true, 'unmounted once the moment passed');
+  t.equal(await mountsAt(target), 0, 'nothing left at the target');
+});
+
 t.test('symlinks in a target path are resolved as mount(2) resolves them', async (t) => {
   const target = newTarget(t);
   const link = join(slot, 'targets', 'link-to-target');
