@@ -23,8 +23,28 @@ import { removeTree } from './tree-remover.js';
 
 /** Recovers a slot with a generation `retiring` or `preparing`; returns the new state. */
 export async function recoverInterrupted(slot: string, state: SlotState, options: HookOptions): Promise<SlotState> {
-  if (state.retiring !== undefined) await finishRetiring(slot, state, options);
-  if (state.volume?.phase === 'preparing') await rollBackPrepare(slot, state, options);
+  let unfinished: { error: unknown } | undefined;
+  if (state.retiring !== undefined) {
+    try {
+      await finishRetiring(slot, state, options);
+    } catch (error) {
+      unfinished = { error };
+    }
+  }
+  // The two are different generations: the prepare is rolled back even when
+  // the erase could not be finished. A recycle on a slot that turned
+  // read-only fails its erase half (EROFS on the rename), and its recovery
+  // used to stop there, leaving the new generation's key in the kernel with
+  // no target (DESIGN invariant 2); the rollback takes the key out first,
+  // whatever fails after it.
+  if (state.volume?.phase === 'preparing') {
+    try {
+      await rollBackPrepare(slot, state, options);
+    } catch (error) {
+      unfinished ??= { error };
+    }
+  }
+  if (unfinished !== undefined) throw unfinished.error;
   return state;
 }
 
