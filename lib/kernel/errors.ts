@@ -188,7 +188,7 @@ function explain(code: string, syscall: string | undefined, ioctl: string | unde
     case 'EROFS':
       return {
         meaning: 'the filesystem is mounted read-only (ext4 remounts read-only after an I/O error with errors=remount-ro)',
-        remedy: 'check `dmesg` for I/O errors and run fsck if there were any, then remount it read-write',
+        remedy: 'check `dmesg`: after an I/O error ext4 has aborted its journal, so unmount the filesystem, run fsck, and mount it again (a plain remount read-write fails); if it was mounted read-only on purpose, remount it read-write',
       };
     case 'EIO':
       return { meaning: 'the device reported an I/O error', remedy: 'check `dmesg` and the disk; the slot may need fsck or replacing' };
