@@ -185,8 +185,11 @@ t.test('symlink swaps and exiting processes while the blocker scan and status ru
 });
 
 t.test('a process holding a file through a detached mount while it opens and closes others: named in every scan', async (t) => {
-  // Regression: in the detached-mount pass, one descriptor closed between
-  // its stat and its readlink made the scan skip the whole process.
+  // The detached-mount pass (a mount table places none of these files) under
+  // descriptors that vanish mid-scan. A descriptor closed between its stat
+  // and its readlink used to make the scan skip the whole process; that
+  // window is too narrow to hit on demand, so this checks the property (the
+  // held file is named every time), not that one interleaving.
   const fs = ext4(t);
   const dir = join(fs.mountpoint, 'vol-1');
   mkdirSync(join(dir, 'churn'), { recursive: true });
@@ -204,7 +207,7 @@ for (;;) { const fds = []; for (let i = 0; i < 8; i++) fds.push(fs.openSync(proc
   for await (const chunk of churner.stdout!) if (String(chunk).includes('ready')) break;
   execFileSync('umount', ['-l', mount]);
 
-  const scans = fuzzRuns(10);
+  const scans = fuzzRuns(6);
   let named = 0;
   for (let i = 0; i < scans; i++) {
     const blockers = await findBlockers(dir);
