@@ -7,7 +7,7 @@
 // typed error; every scan names what stays.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { FscryptError } from '../lib/kernel/index.js';
@@ -137,6 +137,33 @@ t.test('symlink swaps while the tree remover runs: nothing outside changes; each
   t.ok(swaps > iterations, `${swaps} directories were swapped for symlinks during the walks`);
   recordFigure({ area: 'hostile fs', name: `symlink swaps during tree removal: iterations ${RUNS_NOTE}`, value: iterations, command: COMMAND });
   recordFigure({ area: 'hostile fs', name: 'symlink swaps during tree removal: directories swapped', value: swaps, command: COMMAND });
+});
+
+t.test('a writer refilling a directory as fast as the walk empties it: the walk gives up typed instead of running forever', async (t) => {
+  // The trash collector deletes one tree at a time for every slot of the
+  // process: a walk kept busy forever by a writer would stall them all.
+  // Deterministic: the writer refills from the walk's own progress report,
+  // right after each directory is removed, so every rmdir of the parent
+  // finds it refilled (before the fix, this walk never ended).
+  const fs = ext4(t);
+  const far = makeCanary(join(scratchDir(t), 'canary'));
+  const farBefore = canaryFacts(far.dir);
+  const tree = join(fs.mountpoint, 'tree');
+  mkdirSync(join(tree, 'a', 'b0'), { recursive: true });
+  let refills = 0;
+  const walk = removeTree(tree, {
+    onProgress() {
+      if (refills >= 10_000) return; // a bound for the test itself, far past the walk's own
+      mkdirSync(join(tree, 'a', `b${++refills}`));
+      writeFileSync(join(tree, 'a', `b${refills}`, 'f'), 'x');
+      symlinkSync(far.dir, join(tree, 'a', `b${refills}`, 'to-canary'));
+    },
+  });
+  t.match(await walk.then(() => 'finished', (error: unknown) => error), { code: 'ERR_UNSAFE_PATH', message: /keeps changing while it is removed.*refilled/ });
+  t.ok(refills < 10_000, `it gave up after ${refills} refills`);
+  await removeTree(tree);
+  t.notOk(existsSync(tree), 'once the writer is gone, the rest is removed');
+  t.same(canaryFacts(far.dir), farBefore, 'the canary the refills linked to is intact');
 });
 
 t.test('symlink swaps and exiting processes while the blocker scan and status run: every scan completes and names who stays', async (t) => {
