@@ -14,7 +14,7 @@ import { describeBlockers, findBlockers, lock, prepare, slotStatus, unlock, type
 import { recordFigure } from './fixtures/campaign.js';
 import { runCli } from '../lib/cli/program.js';
 import { failure } from './fixtures/helpers.js';
-import { bytesPath, canaryBlockDevice, HOSTILE_NAMES } from './fixtures/hostile-tree.js';
+import { blockedOnFifo, bytesPath, canaryBlockDevice, HOSTILE_NAMES } from './fixtures/hostile-tree.js';
 import { scratchDir } from './fixtures/scratch-fs.js';
 import { freshSlot, podTargets } from './fixtures/volume-slot.js';
 
@@ -90,7 +90,7 @@ const sortBlockers = (blockers: Blocker[]): Blocker[] =>
 const { slot, protector } = await freshSlot(t);
 const volume = await prepare(slot, protector);
 
-/** Tenant processes under every hostile name below `base`: a working directory, a program run, a file open. */
+/** Tenant processes under every hostile name below `base`: a working directory, a program run, a file open, a root directory. */
 async function startTenants(t: { teardown(fn: () => Promise<void>): void }, base: string): Promise<{ procs: ChildProcess[]; expected: Blocker[] }> {
   const expected: Blocker[] = [];
   const procs: ChildProcess[] = [];
@@ -102,7 +102,10 @@ async function startTenants(t: { teardown(fn: () => Promise<void>): void }, base
     // Opened by the shell, kept by sleep.
     const reader = await tenant(t, 'exec 3<"$n1"; echo ready; exec sleep 60', bytesPath(base, name));
     expected.push({ kind: 'open-file', pid: reader.pid!, command: 'sleep', path: bytesPath(base, name).toString('utf8') });
-    procs.push(inDir, program, reader);
+    // Chrooted there (perl-base is in every Debian: chroot(2) without a binary inside the new root).
+    const jailed = await tenant(t, `exec perl -e 'chroot($ARGV[0]) or die "chroot: $!"; $| = 1; print "ready\\n"; sleep 60' "$n1"`, bytesPath(base, 'dirs', name));
+    expected.push({ kind: 'root', pid: jailed.pid!, command: 'perl', path: bytesPath(base, 'dirs', name).toString('utf8') });
+    procs.push(inDir, program, reader, jailed);
   }
   return { procs, expected };
 }
@@ -163,7 +166,7 @@ t.test('processes inside under names in any bytes: named exactly in JSON, one es
   await stop(onNode.procs);
   t.match(await lock(volume, target), { locked: true }, 'once they are gone, the lock completes');
   t.same(await findBlockers(volume.path), []);
-  recordFigure({ area: 'hostile fs', name: 'blocker scan and status: processes under hostile names (cwd, open file, mapped program, command name) named exactly', value: podExpected.length + onNode.expected.length, command: COMMAND });
+  recordFigure({ area: 'hostile fs', name: 'blocker scan and status: processes under hostile names (cwd, root, open file, mapped program, command name) named exactly', value: podExpected.length + onNode.expected.length, command: COMMAND });
 });
 
 t.test('FIFOs and device nodes held inside: named, never opened by the scan', async (t) => {
@@ -190,6 +193,7 @@ t.test('FIFOs and device nodes held inside: named, never opened by the scan', as
   let written = '';
   writer.stdout.on('data', (chunk) => (written += String(chunk)));
   await once(writer, 'spawn');
+  t.ok(await blockedOnFifo(writer.pid!), 'the writer waits for a reader');
 
   const blockers = await findBlockers(volume.path);
   t.same(

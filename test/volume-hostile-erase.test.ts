@@ -12,7 +12,7 @@ import t from 'tap';
 import { addKey, getKeyStatus, removeKey } from '../lib/kernel/index.js';
 import { describeBlockers, lock, prepare, recycle, slotStatus, TrashCollector, unlock, type Volume } from '../lib/volume/index.js';
 import { recordFigure } from './fixtures/campaign.js';
-import { buildHostileTree, canaryBlockDevice, canaryFacts, countEntries, makeCanary } from './fixtures/hostile-tree.js';
+import { blockedOnFifo, buildHostileTree, canaryBlockDevice, canaryFacts, countEntries, makeCanary } from './fixtures/hostile-tree.js';
 import { failure } from './fixtures/helpers.js';
 import { scratchDir } from './fixtures/scratch-fs.js';
 import { freshSlot, podTargets } from './fixtures/volume-slot.js';
@@ -221,6 +221,7 @@ t.test('a FIFO with a writer waiting for a reader: the erase neither hangs nor o
     });
     return { writer, output: () => output };
   });
+  for (const { writer } of writers) t.ok(await blockedOnFifo(writer.pid!), `writer ${writer.pid} waits for a reader`);
   const collector = new TrashCollector();
   await collector.resume(join(slot, '.fscrypt-local', 'trash'));
   await bounded('the background deletion', collector.idle());
