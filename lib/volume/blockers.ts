@@ -103,6 +103,28 @@ function splitDeleted(link: string): { path: string; deleted: boolean } {
   return link.endsWith(' (deleted)') ? { path: link.slice(0, -' (deleted)'.length), deleted: true } : { path: link, deleted: false };
 }
 
+/**
+ * splitDeleted for a blocker's report. A tenant may name a file
+ * "x (deleted)": the kernel's text is then ambiguous, so the inode behind
+ * the magic link `magic` decides. Still linked: the suffix is part of the
+ * name (or another name of the file remains) and is kept. stat follows the
+ * magic link without opening the file (no FIFO or device is opened).
+ */
+async function reportedPath(link: string, magic: string): Promise<{ path: string; deleted: boolean }> {
+  const split = splitDeleted(link);
+  if (!split.deleted) return split;
+  const links = await fsStat(magic).then(
+    (stat) => stat.nlink,
+    () => 0,
+  );
+  return links === 0 ? split : { path: link, deleted: false };
+}
+
+/** /proc/<pid>/comm without its line end (not trimmed: a command name may start or end with spaces). */
+async function commandOf(pid: number): Promise<string> {
+  return (await readFile(`/proc/${pid}/comm`, 'utf8')).replace(/\n$/, '');
+}
+
 class BlockerScan {
   readonly blockers: Blocker[] = [];
   private readonly tables = new Map<string, Promise<MountTable>>();
@@ -140,26 +162,25 @@ class BlockerScan {
 
   async scanProcess(pid: number): Promise<void> {
     const namespace = await readlink(`/proc/${pid}/ns/mnt`);
-    const command = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+    const command = await commandOf(pid);
     const table = await this.tableOf(namespace, pid, command);
     // No mount of the directory's filesystem in its namespace: nothing it sees can be inside.
     if (!table.hasTargetDevice) return;
-    const found: Blocker[] = [];
-    const add = (kind: BlockerKind, link: string): void => {
-      const { path, deleted } = splitDeleted(link);
-      found.push(deleted ? { kind, pid, command, path, deleted: true } : { kind, pid, command, path });
+    const found: Promise<Blocker>[] = [];
+    const add = (kind: BlockerKind, link: string, magic: string): void => {
+      found.push(reportedPath(link, magic).then(({ path, deleted }) => (deleted ? { kind, pid, command, path, deleted: true } : { kind, pid, command, path })));
     };
 
     for (const kind of ['cwd', 'root'] as const) {
       const link = await readlink(`/proc/${pid}/${kind}`).catch((error: unknown) => (isVanished(error) ? undefined : Promise.reject(error)));
-      if (link !== undefined && this.isInside(splitDeleted(link).path, table)) add(kind, link);
+      if (link !== undefined && this.isInside(splitDeleted(link).path, table)) add(kind, link, `/proc/${pid}/${kind}`);
     }
     await this.scanFds(pid, table, add);
     await this.scanMaps(pid, table, add);
-    this.blockers.push(...found);
+    this.blockers.push(...(await Promise.all(found)));
   }
 
-  private async scanFds(pid: number, table: MountTable, add: (kind: BlockerKind, link: string) => void): Promise<void> {
+  private async scanFds(pid: number, table: MountTable, add: (kind: BlockerKind, link: string, magic: string) => void): Promise<void> {
     let fds: string[];
     try {
       fds = await readdir(`/proc/${pid}/fd`);
@@ -182,11 +203,11 @@ class BlockerScan {
         (info) => Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN),
         () => Number.NaN,
       );
-      if (this.isInside(path, table, Number.isNaN(mountId) ? undefined : mountId)) add('open-file', link);
+      if (this.isInside(path, table, Number.isNaN(mountId) ? undefined : mountId)) add('open-file', link, `/proc/${pid}/fd/${fd}`);
     }
   }
 
-  private async scanMaps(pid: number, table: MountTable, add: (kind: BlockerKind, link: string) => void): Promise<void> {
+  private async scanMaps(pid: number, table: MountTable, add: (kind: BlockerKind, link: string, magic: string) => void): Promise<void> {
     let maps: string;
     try {
       maps = await readFile(`/proc/${pid}/maps`, 'utf8');
@@ -196,13 +217,22 @@ class BlockerScan {
     }
     const seen = new Set<string>();
     for (const line of maps.split('\n')) {
-      // address perms offset dev inode pathname (the kernel escapes a newline in it as \012)
-      const match = /^\S+ \S+ \S+ \S+ \d+\s+(\/.*)$/.exec(line);
+      // address perms offset dev inode pathname. dotAll: a carriage return
+      // (or U+2028) in a name is no line end here, and `.` must not stop at
+      // it, or a tenant hides a mapped program by its name.
+      const match = /^(\S+) \S+ \S+ \S+ \d+\s+(\/.*)$/s.exec(line);
       if (!match) continue;
-      const link = match[1]!.replace(/\\012/g, '\n');
+      const range = match[1]!;
+      const magic = `/proc/${pid}/map_files/${range}`;
+      // The kernel writes a newline in a name as \012 but leaves a backslash
+      // alone, so a name holding "\012" itself is ambiguous: the mapping's own
+      // magic link (root only) has the exact name.
+      const link = match[2]!.includes('\\012')
+        ? await readlink(magic).catch(() => match[2]!.replace(/\\012/g, '\n'))
+        : match[2]!;
       if (seen.has(link)) continue;
       seen.add(link);
-      if (this.isInside(splitDeleted(link).path, table)) add('mmap', link);
+      if (this.isInside(splitDeleted(link).path, table)) add('mmap', link, magic);
     }
   }
 
@@ -213,7 +243,7 @@ class BlockerScan {
    */
   async scanDetached(pid: number): Promise<void> {
     const namespace = await readlink(`/proc/${pid}/ns/mnt`);
-    const command = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+    const command = await commandOf(pid);
     const table = await this.tableOf(namespace, pid, command);
     for (const fd of await readdir(`/proc/${pid}/fd`)) {
       const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '');
@@ -221,7 +251,10 @@ class BlockerScan {
       if (Number.isNaN(mountId) || table.byId.has(mountId)) continue;
       const stat = await fsStat(`/proc/${pid}/fd/${fd}`, { bigint: true }).catch(() => undefined);
       if (stat === undefined || deviceName(stat.dev) !== this.target.device) continue;
-      const { path, deleted } = splitDeleted(await readlink(`/proc/${pid}/fd/${fd}`));
+      // One descriptor closed meanwhile skips that descriptor, not the process's others.
+      const link = await readlink(`/proc/${pid}/fd/${fd}`).catch((error: unknown) => (isVanished(error) ? undefined : Promise.reject(error)));
+      if (link === undefined) continue;
+      const { path, deleted } = splitDeleted(link);
       this.blockers.push({ kind: 'open-file', pid, command, path, detached: true, ...(deleted ? { deleted: true as const } : {}) });
     }
   }
@@ -295,9 +328,27 @@ export async function findBlockers(dir: string): Promise<Blocker[]> {
   );
 }
 
+// Beyond JSON's escapes (C0 controls, quotes, backslashes): DEL, the C1
+// controls (0x9b starts a terminal escape as ESC [ does), the Unicode line
+// separators and the bidirectional overrides and isolates.
+const UNPRINTABLE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
+
+/**
+ * A name a process chose, as one line's worth of text. Not only paths: a
+ * tenant sets its command name (prctl PR_SET_NAME, or the name of the file
+ * it runs) and names its mounts' sources, and these lines go into errors,
+ * Events (`kubectl describe`) and `status`: none of it may start a line of
+ * its own or drive a terminal.
+ */
+function escaped(text: string): string {
+  return JSON.stringify(text)
+    .slice(1, -1)
+    .replace(UNPRINTABLE, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`);
+}
+
 function describeOne(blocker: Blocker): string {
-  const who = blocker.pid === undefined ? '' : `pid ${blocker.pid}${blocker.command === undefined ? '' : ` (${blocker.command})`}`;
-  const path = `${JSON.stringify(blocker.path).slice(1, -1)}${blocker.deleted ? ' (deleted)' : ''}`;
+  const who = blocker.pid === undefined ? '' : `pid ${blocker.pid}${blocker.command === undefined ? '' : ` (${escaped(blocker.command)})`}`;
+  const path = `${escaped(blocker.path)}${blocker.deleted ? ' (deleted)' : ''}`;
   switch (blocker.kind) {
     case 'open-file':
       return blocker.detached
@@ -310,9 +361,9 @@ function describeOne(blocker: Blocker): string {
     case 'mmap':
       return `${who} has ${path} mapped in memory`;
     case 'mount':
-      return `the mount at ${path} has its source inside (${blocker.source ?? '?'} on the filesystem)${who === '' ? '' : `, in the mount namespace of ${who}`}`;
+      return `the mount at ${path} has its source inside (${escaped(blocker.source ?? '?')} on the filesystem)${who === '' ? '' : `, in the mount namespace of ${who}`}`;
     case 'mount-point':
-      return `${blocker.source ?? 'a filesystem'} is mounted on ${path}${who === '' ? '' : `, in the mount namespace of ${who}`}`;
+      return `${escaped(blocker.source ?? 'a filesystem')} is mounted on ${path}${who === '' ? '' : `, in the mount namespace of ${who}`}`;
   }
 }
 

@@ -79,8 +79,24 @@ function newLevel(name: string, ino: bigint): Level {
   return { name, ino, pending: [], kept: new Set(), complete: false, scans: 0 };
 }
 
-function fdPath(handle: FileHandle, name?: string): string {
-  return name === undefined ? `/proc/self/fd/${handle.fd}` : `/proc/self/fd/${handle.fd}/${name}`;
+// Names are kept as latin1 strings: one char per byte, so a name that is
+// not UTF-8 (any bytes but '/' and NUL are a valid name) reaches unlink and
+// rmdir as the very bytes readdir returned. Decoded as UTF-8, its invalid
+// bytes would become U+FFFD, unlink would answer ENOENT for a name that
+// still exists, and the walk would rescan that directory forever.
+const NAME_ENCODING = 'latin1';
+
+/** A directory's magic link, or a child of it (a name in NAME_ENCODING) as the exact bytes. */
+function fdPath(handle: FileHandle): string;
+function fdPath(handle: FileHandle, name: string): Buffer;
+function fdPath(handle: FileHandle, name?: string): string | Buffer {
+  const dir = `/proc/self/fd/${handle.fd}`;
+  return name === undefined ? dir : Buffer.concat([Buffer.from(`${dir}/`), Buffer.from(name, NAME_ENCODING)]);
+}
+
+/** A name as NAME_ENCODING keeps it, shown as text (invalid UTF-8 bytes as U+FFFD): for reports only. */
+function shown(name: string): string {
+  return Buffer.from(name, NAME_ENCODING).toString('utf8');
 }
 
 function errnoOf(error: unknown): string | undefined {
@@ -90,7 +106,7 @@ function errnoOf(error: unknown): string | undefined {
 function assertSafeName(name: string, whereLazily: () => string): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
     const where = whereLazily();
-    throw new FscryptError(`readdir returned the unsafe name ${JSON.stringify(name)} in '${where}'; refusing to continue`, {
+    throw new FscryptError(`readdir returned the unsafe name ${JSON.stringify(shown(name))} in '${where}'; refusing to continue`, {
       code: 'ERR_UNSAFE_PATH',
       path: where,
     });
@@ -200,7 +216,7 @@ class TreeWalk {
   private pathOf(name?: string): string {
     const names = this.stack.slice(1).map((level) => level.name);
     if (name !== undefined) names.push(name);
-    return names.length === 0 ? this.root : `${this.root}/${names.join('/')}`;
+    return names.length === 0 ? this.root : `${this.root}/${shown(names.join('/'))}`;
   }
 
   private visitLater(level: Level, name: string): void {
@@ -219,7 +235,7 @@ class TreeWalk {
     const pool = new TaskPool(this.concurrency);
     level.scans++;
     level.complete = true;
-    const dir = await opendir(fdPath(handle), { bufferSize: 256 });
+    const dir = await opendir(fdPath(handle), { bufferSize: 256, encoding: NAME_ENCODING });
     // The async iterator closes `dir` when the loop ends, however it ends.
     try {
       for await (const entry of dir) {
@@ -368,6 +384,12 @@ class TreeWalk {
         case 'ENOENT':
           return;
         case 'ENOTEMPTY': // refilled meanwhile: the parent's next scan finds it again
+          // Counted like a restart: a writer refilling a directory as fast as
+          // it is emptied must not keep the process-wide trash collector (one
+          // tree at a time) on this tree forever, stalling every other slot.
+          this.noteChange(`'${this.pathOf(child.name)}' was refilled while it was removed`);
+          parentLevel.complete = false;
+          return;
         case 'ENOTDIR': // swapped for a symlink or file: the next scan unlinks it
           parentLevel.complete = false;
           return;
@@ -405,7 +427,7 @@ class TreeWalk {
 }
 
 /** Opens a directory without following a symlink as its last component. */
-async function openDirectory(path: string, shownPath = path): Promise<FileHandle> {
+async function openDirectory(path: string | Buffer, shownPath = String(path)): Promise<FileHandle> {
   try {
     return await open(path, DIRECTORY_FLAGS);
   } catch (error) {
@@ -435,7 +457,7 @@ export async function removeTree(root: string, options: RemoveTreeOptions = {}):
   // The root is opened and finally removed through its parent's fd, so its
   // last component is never followed and the final rmdir hits the same name.
   const parent = await openDirectory(dirname(absolute));
-  const name = basename(absolute);
+  const name = Buffer.from(basename(absolute)).toString(NAME_ENCODING);
   let rootHandle: FileHandle | undefined;
   try {
     rootHandle = await openDirectory(fdPath(parent, name), absolute);
