@@ -139,7 +139,10 @@ t.test('no secret in anything the system emits, over the whole story on three ke
   let agent = await node.start();
   const logs: (() => string)[] = [agent.logs];
   const { host, port } = agent.running.health;
-  const metrics = async (when: string): Promise<void> => capture(`/metrics ${when}`, await (await fetch(`http://${host}:${port}/metrics`)).text());
+  // The health server's every page: /metrics, and the health and readiness answers (which name problems).
+  const metrics = async (when: string, at = { host, port }): Promise<void> => {
+    for (const path of ['/metrics', '/healthz', '/readyz']) capture(`${path} ${when}`, await (await fetch(`http://${at.host}:${at.port}${path}`)).text());
+  };
   const pvOf = (kind: Kind) => node.pvs().find((p) => (p.spec as any).storageClassName === kind.className && !(p.metadata as any).deletionTimestamp) as any;
   const generation = async (kind: Kind) => (await slotStatus(kind.slot)).volume?.generation;
 
@@ -207,14 +210,20 @@ t.test('no secret in anything the system emits, over the whole story on three ke
   agent = await node.start();
   logs.push(agent.logs);
   await node.until('ready again', () => agent.running.agent.readiness().ok);
-  const again = agent.running.health;
-  capture('/metrics after the restart', await (await fetch(`http://${again.host}:${again.port}/metrics`)).text());
+  await metrics('after the restart', agent.running.health);
   await agent.stop();
 
   // The CLI against the same slots: status, an admin unlock and lock, reconcile, and refusals.
   const cli = await cliBuilt;
   const wrongKek = join(secretsDir, 'wrong-kek');
   writeFileSync(wrongKek, randomBytes(32), { mode: 0o600 });
+  // Operators' mistakes that put a secret where an error could quote it: the
+  // KEK written as hex, a passphrase file holding the passphrase and one more
+  // character (an error quoting it would quote the real one).
+  const hexKek = join(secretsDir, 'kek.hex');
+  writeFileSync(hexKek, `${kek.toString('hex')}\n`, { mode: 0o600 });
+  const wrongPassphrase = join(secretsDir, 'wrong-passphrase');
+  writeFileSync(wrongPassphrase, `${passphrase}x\n`, { mode: 0o600 });
   const hostDirs = kinds.map((k) => k.hostDir);
   const kmsKind = kinds[2]!;
   const cliRuns: [string, string[]][] = [
@@ -232,6 +241,8 @@ t.test('no secret in anything the system emits, over the whole story on three ke
     ['unlock with a wrong KEK --json', ['unlock', kinds[0]!.slot, '--key-source', `file:${wrongKek}`, '--json']],
     ['unlock with the passphrase as the key source', ['unlock', kinds[1]!.slot, '--key-source', passphrase]],
     ['unlock with the KEK file as a passphrase', ['unlock', kinds[0]!.slot, '--key-source', `passphrase:${node.kek}`, '--json']],
+    ['unlock with the KEK written as hex', ['unlock', kinds[0]!.slot, '--key-source', `file:${hexKek}`, '--json']],
+    ['unlock with a wrong passphrase', ['unlock', kinds[1]!.slot, '--key-source', `passphrase:${wrongPassphrase}`]],
     ['status of a missing path', ['status', '--json', join(node.hostDir, 'missing')]],
   ];
   const codes: Record<string, number | null> = {};
@@ -248,7 +259,7 @@ t.test('no secret in anything the system emits, over the whole story on three ke
   t.equal(codes['unlock (kms)'], 0, 'the admin unlock of the KMS slot ran');
   t.equal(codes['unlock (passphrase)'], 0, 'the admin unlock of the passphrase slot ran');
   for (const k of kinds) t.equal(codes[`reconcile (${k.label})`], 0, `reconcile of the ${k.label} slot ran`);
-  for (const refused of ['unlock with a wrong KEK', 'unlock with the passphrase as the key source', 'unlock with the KEK file as a passphrase', 'status of a missing path']) {
+  for (const [refused] of cliRefusals) {
     t.not(codes[refused], 0, `refused: ${refused}`);
   }
 
@@ -256,13 +267,16 @@ t.test('no secret in anything the system emits, over the whole story on three ke
   caught('openProtector with a wrong KEK', await failure(() => new SlotKeys(kinds[0]!.slot).openProtector({ kind: 'file', path: wrongKek })));
   caught('openProtector with the KEK file as a passphrase', await failure(() => new SlotKeys(kinds[1]!.slot).openProtector({ kind: 'passphrase', path: node.kek })));
   caught('openProtector with the passphrase file as a KEK', await failure(() => new SlotKeys(kinds[0]!.slot).openProtector({ kind: 'file', path: passphraseFile })));
+  caught('openProtector with the KEK written as hex', await failure(() => new SlotKeys(kinds[0]!.slot).openProtector({ kind: 'file', path: hexKek })));
+  caught('openProtector with a wrong passphrase', await failure(() => new SlotKeys(kinds[1]!.slot).openProtector({ kind: 'passphrase', path: wrongPassphrase })));
   const opened = await new SlotKeys(kmsKind.slot).openProtector(kmsKind.source);
   caught('unwrapPolicyKey of a policy the slot lacks', await failure(() => opened.unwrapPolicyKey('00'.repeat(16))));
   capture('an open protector, inspected and as JSON', `${inspect(opened, { showHidden: true })}\n${JSON.stringify(opened)}\n${String(opened)}`);
   opened.close();
   await collectSecrets();
-  t.ok(kms.plaintexts.length >= 1, 'the KMS plugin wrapped a protector key');
-  for (const [i, p] of kms.plaintexts.entries()) secrets.set(`kms plaintext ${i}`, { name: `kms plaintext ${i}`, bytes: Buffer.from(p) });
+  // Cross-check of how the test recovers keys: what the plugin was asked to wrap is the KMS slot's protector key.
+  const kmsProtector = [...secrets.values()].find((x) => x.name.startsWith('kms protector key'));
+  t.same(kms.plaintexts.map((p) => p.toString('hex')), [kmsProtector?.bytes.toString('hex')], 'the KMS plugin wrapped exactly the protector key the test unwrapped');
 
   // What the API server holds: every write it committed (history), what it refused, every request.
   const store = (node.api as unknown as { store: { history: unknown[] } }).store;
