@@ -1,4 +1,12 @@
 {
+  # fscrypt_local_asan=1 instruments the addon with AddressSanitizer.
+  # scripts/asan-test.sh passes it (-Dfscrypt_local_asan=1) to a build in a
+  # directory of its own; the default build, build/Release, is the
+  # production addon and is never instrumented. (Not plain "asan": node's
+  # own config.gypi, which node-gyp includes, already defines that one.)
+  "variables": {
+    "fscrypt_local_asan%": 0
+  },
   "targets": [
     {
       "target_name": "fscrypt_local",
@@ -21,6 +29,18 @@
             "-D_FORTIFY_SOURCE=2"
           ],
           "ldflags": ["-Wl,-z,relro,-z,now"]
+        }],
+        ["OS=='linux' and fscrypt_local_asan==1", {
+          # -U_FORTIFY_SOURCE: the fortified libc wrappers check bounds
+          # themselves and abort with a bare message; ASan's own checks give
+          # the report with the stack. -g and frame pointers for that stack.
+          "cflags_cc": [
+            "-fsanitize=address",
+            "-fno-omit-frame-pointer",
+            "-g",
+            "-U_FORTIFY_SOURCE"
+          ],
+          "ldflags": ["-fsanitize=address"]
         }]
       ]
     }

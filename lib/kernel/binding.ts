@@ -2,6 +2,7 @@
 // lib/kernel talks to it; everything above uses the validated API in
 // ./api.ts.
 import { createRequire } from 'node:module';
+import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FscryptError } from './errors.js';
 
@@ -71,10 +72,26 @@ export interface NativeBinding {
 // the package root, where node-gyp leaves build/Release.
 const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
 
+/**
+ * Another build of the same addon, by absolute path: the AddressSanitizer
+ * build (scripts/asan-test.sh) runs the tests against the very sources
+ * without replacing build/Release, which stays the production addon. Same
+ * trust as NODE_OPTIONS: whoever sets a process's environment already runs
+ * code in it.
+ */
+export const ADDON_OVERRIDE_ENV = 'FSCRYPT_LOCAL_ADDON';
+
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);
   const bindings = require('bindings') as (options: { bindings: string; module_root: string }) => NativeBinding;
+  const override = process.env[ADDON_OVERRIDE_ENV];
   try {
+    if (override !== undefined && override !== '') {
+      if (!isAbsolute(override) || !override.endsWith('.node')) {
+        throw new Error(`${ADDON_OVERRIDE_ENV} must be the absolute path of a .node file`);
+      }
+      return require(override) as NativeBinding;
+    }
     return bindings({ bindings: 'fscrypt_local.node', module_root: packageRoot });
   } catch (error) {
     throw new FscryptError(
