@@ -57,3 +57,8 @@ export function hookStepObserver(observer: AgentStepObserver | undefined, operat
   // A hook's step is one of the operation's by construction of AGENT_STEPS (the steps test proves it).
   return (step) => reportStep(observer, step as AgentStep, { operation, slot });
 }
+
+/** The CSI server's step observer (CsiServerOptions.onStep): a publish's hook steps as publish's, an unpublish's as unpublish's. */
+export function rpcStepObserver(observer: AgentStepObserver): (step: StepName, call: { rpc: 'NodePublishVolume' | 'NodeUnpublishVolume'; slot: string }) => Promise<void> {
+  return (step, call) => reportStep(observer, step as AgentStep, { operation: call.rpc === 'NodePublishVolume' ? 'publish' : 'unpublish', slot: call.slot });
+}

@@ -17,11 +17,11 @@
 import type { KubeConfig, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Check } from './health-server.js';
 import { isFscryptError } from '../kernel/errors.js';
-import { describeBlockers, TrashCollector, type StepName } from '../volume/index.js';
+import { describeBlockers, TrashCollector } from '../volume/index.js';
 import { CsiServer, DEFAULT_DRIVER_NAME, nodeTag, type PendingLock } from './csi/index.js';
 import type { HookObservation } from './csi/server.js';
 import type { AgentLogger, AgentSettings, AgentSignals, Reporter } from './agent-types.js';
-import { hookStepObserver, type AgentStep, type AgentStepObserver } from './agent-steps.js';
+import { hookStepObserver, rpcStepObserver, type AgentStepObserver } from './agent-steps.js';
 import { discoverSlots } from './discovery/discover.js';
 import { SlotRefused, setUpSlot } from './discovery/slot-setup.js';
 import { KubeApi, type ApiObserver } from './kube/api.js';
@@ -99,7 +99,7 @@ export class Agent {
       slots: this.slots,
       ...(options.kubeletDir ? { kubeletDir: options.kubeletDir } : {}),
       hookObserver: (observation) => this.#onHook(observation),
-      ...(options.onStep ? { onStep: (step: StepName, call: { rpc: string; slot: string }) => options.onStep!(step as AgentStep, { operation: call.rpc === 'NodePublishVolume' ? 'publish' : 'unpublish', slot: call.slot }) } : {}),
+      ...(options.onStep ? { onStep: rpcStepObserver(options.onStep) } : {}),
       readiness: () => (this.#startupDone ? { ready: true } : { ready: false, reason: this.readiness().reasons.join('; ') || 'starting' }),
       log: options.log,
     });
