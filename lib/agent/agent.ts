@@ -21,6 +21,7 @@ import { describeBlockers, TrashCollector } from '../volume/index.js';
 import { CsiServer, DEFAULT_DRIVER_NAME, nodeTag, type PendingLock } from './csi/index.js';
 import type { HookObservation } from './csi/server.js';
 import type { AgentLogger, AgentSettings, AgentSignals, Reporter } from './agent-types.js';
+import { hookStepObserver, rpcStepObserver, type AgentStepObserver } from './agent-steps.js';
 import { discoverSlots } from './discovery/discover.js';
 import { SlotRefused, setUpSlot } from './discovery/slot-setup.js';
 import { KubeApi, type ApiObserver } from './kube/api.js';
@@ -48,8 +49,12 @@ export interface AgentOptions {
   apiObserver?: ApiObserver;
   /** Informer restart backoff and staleness (tests shorten them). */
   informer?: { restartDelay?: { initialMs?: number; maxMs?: number }; staleAfterMs?: number };
-  /** Told after each durable reclaim step (RECLAIM_STEPS); the crash tests kill the process there. */
-  onStep?: (step: string) => void | Promise<void>;
+  /**
+   * Told after each durable step of every operation (AGENT_STEPS: offer,
+   * bind, publish, unpublish, reclaim); the crash tests kill the process
+   * there. Programmatic only: `fscrypt-local run` cannot set it.
+   */
+  onStep?: AgentStepObserver;
   /** Work queue retry backoff (tests shorten it). */
   retry?: { initialMs?: number; maxMs?: number };
 }
@@ -94,6 +99,7 @@ export class Agent {
       slots: this.slots,
       ...(options.kubeletDir ? { kubeletDir: options.kubeletDir } : {}),
       hookObserver: (observation) => this.#onHook(observation),
+      ...(options.onStep ? { onStep: rpcStepObserver(options.onStep) } : {}),
       readiness: () => (this.#startupDone ? { ready: true } : { ready: false, reason: this.readiness().reasons.join('; ') || 'starting' }),
       log: options.log,
     });
@@ -332,7 +338,9 @@ export class Agent {
       // A passphrase source costs an Argon2id derivation (64 MiB, ~0.3 s) per open: one at a time, so a node with
       // many slots does not need a gigabyte at start-up. File and KMS sources are cheap and go in parallel.
       const costly = record.class.fscrypt.keySource.kind === 'passphrase';
-      const setup = await (costly ? this.#argon2.run(() => setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash })) : setUpSlot(record.root, record.class.fscrypt.keySource, { trash: this.trash })).catch((error: unknown) => {
+      const onStep = hookStepObserver(this.#options.onStep, 'offer', record.root);
+      const options = { trash: this.trash, ...(onStep ? { onStep } : {}) };
+      const setup = await (costly ? this.#argon2.run(() => setUpSlot(record.root, record.class.fscrypt.keySource, options)) : setUpSlot(record.root, record.class.fscrypt.keySource, options)).catch((error: unknown) => {
         this.#options.signals?.observeHook?.('slot-setup', seconds(), 'error');
         throw error;
       });

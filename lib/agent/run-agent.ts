@@ -8,6 +8,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { FscryptError } from '../kernel/errors.js';
 import { disableCoreDumps, threadPoolWarning } from '../volume/index.js';
 import { Agent } from './agent.js';
+import type { AgentStepObserver } from './agent-steps.js';
 import { ConfigReloader, matchesNamePattern, type LoadedConfig } from './config/index.js';
 import { clientNodeEventSink, EventRecorder } from './events.js';
 import { eventLoopWatch, HealthServer } from './health-server.js';
@@ -26,8 +27,8 @@ export interface RunAgentOptions {
   log?: AgentLog;
   /** For tests: the KubeConfig to use instead of loading one. */
   kubeConfig?: KubeConfig;
-  /** For the crash tests: told after each durable reclaim step. */
-  onStep?: (step: string) => void | Promise<void>;
+  /** For the crash tests only (no flag or variable of `fscrypt-local run` reaches it): told after each durable step of every operation (AGENT_STEPS). */
+  onStep?: AgentStepObserver;
   /** Shortened timings for tests. */
   timings?: { configPeriodMs?: number; retry?: { initialMs?: number; maxMs?: number }; informerRestart?: { initialMs?: number; maxMs?: number }; informerStaleAfterMs?: number };
 }

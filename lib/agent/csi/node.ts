@@ -20,7 +20,7 @@
 import { realpath, statfs } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isFscryptError } from '../../kernel/errors.js';
-import { lock, slotStatus, unlock, type Blocker, type ProgressEvent } from '../../volume/index.js';
+import { lock, slotStatus, unlock, type Blocker, type ProgressEvent, type StepName } from '../../volume/index.js';
 import { mountAt } from '../../volume/mounts.js';
 import type { BusyLocks } from './busy-locks.js';
 import { CsiError } from './errors.js';
@@ -28,7 +28,7 @@ import type { CsiLog } from './log.js';
 import type { NodeGetCapabilitiesResponse, NodeGetInfoResponse, NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodeUnpublishVolumeRequest } from './proto.js';
 import { checkPublishRequest } from './publish-request.js';
 import type { CallContext } from './rpc.js';
-import type { HookObservation, HookObserver, ObservedRpc } from './server.js';
+import type { HookObservation, HookObserver, HookStepObserver, ObservedRpc } from './server.js';
 import { publishTarget, unpublishTarget } from './target-path.js';
 import type { VolumeResolver } from './volumes.js';
 
@@ -42,6 +42,8 @@ export interface NodeOptions {
   unpublishBusyTimeoutMs: number;
   /** Told about every publish's and unpublish's hook (CsiServerOptions.hookObserver). */
   hookObserver?: HookObserver | undefined;
+  /** Told after each durable step of the hook (CsiServerOptions.onStep). */
+  onStep?: HookStepObserver | undefined;
 }
 
 export function nodeService(options: NodeOptions) {
@@ -68,9 +70,9 @@ export function nodeService(options: NodeOptions) {
         );
       }
       const protector = entry.protector;
-      const watch = watched(options.hookObserver, 'NodePublishVolume', args.volumeId, target);
+      const watch = watched(options, 'NodePublishVolume', args.volumeId, target, volume.slot);
       await watch.run(() =>
-        unlock(volume, protector, { path: target, readonly: args.readonly }, { signal: context.signal, lockTimeoutMs: context.lockTimeoutMs, onProgress: watch.onProgress }),
+        unlock(volume, protector, { path: target, readonly: args.readonly }, { signal: context.signal, lockTimeoutMs: context.lockTimeoutMs, onProgress: watch.onProgress, ...watch.stepOption }),
       );
       busyLocks.cancel(volume);
       return {};
@@ -100,7 +102,7 @@ export function nodeService(options: NodeOptions) {
       }
       const { volume } = resolved;
       let blockers: Blocker[] = [];
-      const watch = watched(options.hookObserver, 'NodeUnpublishVolume', request.volume_id, target);
+      const watch = watched(options, 'NodeUnpublishVolume', request.volume_id, target, volume.slot);
       try {
         const result = await watch.run(() =>
           lock(volume, target, {
@@ -111,6 +113,7 @@ export function nodeService(options: NodeOptions) {
               if (event.kind === 'busy') blockers = event.blockers;
               watch.onProgress(event);
             },
+            ...watch.stepOption,
           }),
         );
         if (result.warning !== undefined) log.warn({ volume_id: request.volume_id, target, volume: volume.path }, result.warning);
@@ -168,12 +171,15 @@ async function resolvedPath(path: string): Promise<string | undefined> {
 }
 
 /**
- * One RPC's view for the hook observer: `run` wraps the hook (its start and
- * end), `onProgress` forwards what the hook reports. Without an observer both
- * are nearly free; with one, what it throws is dropped, so it can never change
- * a call's outcome.
+ * One RPC's view for the hook observers: `run` wraps the hook (its start and
+ * end), `onProgress` forwards what the hook reports, `stepOption` is the
+ * hook's onStep when a step observer is set. Without observers they are
+ * nearly free; with them, what they throw is dropped (lib/volume drops what
+ * onStep throws), so they can never change a call's outcome.
  */
-function watched(observer: HookObserver | undefined, rpc: ObservedRpc, volumeId: string, target: string) {
+function watched(options: Pick<NodeOptions, 'hookObserver' | 'onStep'>, rpc: ObservedRpc, volumeId: string, target: string, slot: string) {
+  const observer = options.hookObserver;
+  const onStep = options.onStep;
   const send = (event: HookObservation['event']): void => {
     if (observer === undefined) return;
     try {
@@ -184,6 +190,7 @@ function watched(observer: HookObserver | undefined, rpc: ObservedRpc, volumeId:
   };
   return {
     onProgress: (event: ProgressEvent): void => send(event),
+    stepOption: onStep === undefined ? {} : { onStep: (step: StepName) => onStep(step, { rpc, volumeId, target, slot }) },
     async run<T>(hook: () => Promise<T>): Promise<T> {
       send({ kind: 'hook-start' });
       let ok = false;

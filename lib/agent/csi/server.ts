@@ -22,7 +22,7 @@ import { nodeService } from './node.js';
 import { csiPackage, type NodeGetVolumeStatsRequest, type NodePublishVolumeRequest, type NodeUnpublishVolumeRequest } from './proto.js';
 import { unary, type RpcOptions } from './rpc.js';
 import { VolumeResolver, type SlotTable } from './volumes.js';
-import type { ProgressEvent } from '../../volume/index.js';
+import type { ProgressEvent, StepName } from '../../volume/index.js';
 
 /** The RPCs whose lib/volume hook a HookObserver sees. */
 export type ObservedRpc = 'NodePublishVolume' | 'NodeUnpublishVolume';
@@ -44,6 +44,14 @@ export interface HookObservation {
 }
 
 export type HookObserver = (observation: HookObservation) => void;
+
+/**
+ * Told after each durable step of the hook an RPC runs (lib/volume's
+ * HookOptions.onStep: unlock's for a publish, lock's for an unpublish), and
+ * awaited before the hook goes on; the agent's crash tests kill the process
+ * there. What it throws is ignored.
+ */
+export type HookStepObserver = (step: StepName, call: { rpc: ObservedRpc; volumeId: string; target: string; slot: string }) => void | Promise<void>;
 
 export const DEFAULT_DRIVER_NAME = 'fscrypt-local.github.io';
 export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet';
@@ -73,6 +81,8 @@ export interface CsiServerOptions {
    * so it must be quick; it only watches: what it throws is ignored.
    */
   hookObserver?: HookObserver;
+  /** Told after each durable step of a publish's or an unpublish's hook, and awaited (tests only: the crash tests). Default none. */
+  onStep?: HookStepObserver;
 }
 
 /** The socket path an endpoint names: unix:///abs/path, unix:/abs/path or /abs/path. */
@@ -214,6 +224,7 @@ export class CsiServer {
       log: this.#log,
       unpublishBusyTimeoutMs: this.#options.unpublishBusyTimeoutMs ?? 2_000,
       hookObserver: this.#options.hookObserver,
+      onStep: this.#options.onStep,
     });
     const none = (): { volume_id?: string; target?: string } => ({});
     const { Identity, Node } = csiPackage();

@@ -12,7 +12,7 @@
 import { isFscryptError, type FscryptError } from '../../kernel/errors.js';
 import type { OpenProtector } from '../../keys/open-protector.js';
 import type { KeySourceSpec } from '../../keys/key-source.js';
-import { foreignEntries, initSlot, isSlot, openSlotProtector, prepare, reconcile, slotStatus, type TrashCollector } from '../../volume/index.js';
+import { foreignEntries, initSlot, isSlot, openSlotProtector, prepare, reconcile, slotStatus, type HookOptions, type TrashCollector } from '../../volume/index.js';
 
 export class SlotRefused extends Error {
   override readonly name = 'SlotRefused';
@@ -37,7 +37,14 @@ export interface SlotSetup {
   prepared: boolean;
 }
 
-export async function setUpSlot(root: string, source: KeySourceSpec, options: { trash: TrashCollector; signal?: AbortSignal }): Promise<SlotSetup> {
+export interface SlotSetupOptions {
+  trash: TrashCollector;
+  signal?: AbortSignal;
+  /** Told after each durable step of the slot's initialisation and its first prepare (the agent's crash tests kill it there). */
+  onStep?: HookOptions['onStep'];
+}
+
+export async function setUpSlot(root: string, source: KeySourceSpec, options: SlotSetupOptions): Promise<SlotSetup> {
   const foreign = await foreignEntries(root);
   if (foreign.length > 0) {
     const shown = foreign.slice(0, 5).map((name) => JSON.stringify(name)).join(', ') + (foreign.length > 5 ? ` and ${foreign.length - 5} more` : '');
@@ -49,7 +56,7 @@ export async function setUpSlot(root: string, source: KeySourceSpec, options: { 
   const initialised = await isSlot(root);
   let created = false;
   try {
-    created = (await initSlot(root, source)).created;
+    created = (await initSlot(root, source, options.onStep ? { onStep: options.onStep } : {})).created;
   } catch (error) {
     throw refusalFor(error, root, initialised) ?? error;
   }
@@ -63,7 +70,7 @@ export async function setUpSlot(root: string, source: KeySourceSpec, options: { 
     const report = await reconcile(root, protector, { trash: options.trash, ...(options.signal ? { signal: options.signal } : {}) });
     let prepared = false;
     if ((await slotStatus(root)).volume === null) {
-      await prepare(root, protector, { trash: options.trash, ...(options.signal ? { signal: options.signal } : {}) });
+      await prepare(root, protector, { trash: options.trash, ...(options.signal ? { signal: options.signal } : {}), ...(options.onStep ? { onStep: options.onStep } : {}) });
       prepared = true;
     }
     return { descriptor: protector.descriptor, protector, actions: report.actions, warnings: report.warnings, created, prepared };

@@ -6,8 +6,9 @@
 // read shows the claimed generation's PV is really gone, so a stale or
 // empty cache can never erase a Bound volume's data (invariant 4).
 import type { V1PersistentVolume } from '@kubernetes/client-node';
-import { claim, HOOK_STEPS, prepare, recycle, slotStatus, verifiedEvidence, type SlotStatus, type TrashCollector, type Volume } from '../../volume/index.js';
+import { claim, prepare, recycle, slotStatus, verifiedEvidence, type SlotStatus, type TrashCollector, type Volume } from '../../volume/index.js';
 import type { AgentClass, AgentLogger, AgentSettings, AgentSignals, Reporter } from '../agent-types.js';
+import { hookStepObserver, reportStep, type AgentOperation, type AgentStep, type AgentStepObserver } from '../agent-steps.js';
 import type { KubeApi } from '../kube/api.js';
 import { filesystemBytes } from '../pv/capacity.js';
 import { buildPv, pvName, unsupportedMountOptions } from '../pv/pv-spec.js';
@@ -37,16 +38,17 @@ export interface ReconcilerContext {
   report: Reporter;
   signals: Partial<AgentSignals>;
   log: AgentLogger;
-  /** Told after each durable step (RECLAIM_STEPS): the crash tests kill the agent there. */
-  onStep?: ((step: string) => void | Promise<void>) | undefined;
+  /** Told after each durable step (agent-steps.ts: offer, bind, reclaim): the crash tests kill the agent there. */
+  onStep?: AgentStepObserver | undefined;
 }
 
 /**
  * The durable steps of a reclaim, in order: the recycle's own (lib/volume),
  * then the old PV's deletion and the new PV's creation. A kill after any of
  * them converges on restart (decide.ts); the crash test drives every one.
+ * Defined with the agent's other operations in agent-steps.ts.
  */
-export const RECLAIM_STEPS = [...HOOK_STEPS.recycle, 'reclaim:old-pv-deleted', 'reclaim:new-pv-created'] as const;
+export { RECLAIM_STEPS } from '../agent-steps.js';
 
 export interface SlotOutcome {
   /** The slot's current volume, if any. */
@@ -69,7 +71,7 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
   for (let steps = 0; steps < MAX_STEPS; steps++) {
     let status = await slotStatus(record.root);
     if (status.volume === null) {
-      await timed(ctx, 'prepare', () => prepare(record.root, protector, { trash: ctx.trash }));
+      await timed(ctx, 'prepare', () => prepare(record.root, protector, { trash: ctx.trash, ...observed(ctx, 'offer', record.root) }));
       ctx.report.record(nodeRef(ctx), 'Normal', 'Prepared', `slot ${record.key}: a new encrypted volume was prepared`);
       status = await slotStatus(record.root);
     }
@@ -90,16 +92,16 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
     let waiting: SlotOutcome | undefined;
     for (const d of decisions) {
       if (d.action === 'claim') {
-        await claim(volume);
+        if ((await claim(volume)).recorded) await report(ctx, record, 'bind', 'bind:claim-recorded');
         acted = true;
       } else if (d.action === 'delete-pv') {
         const result = await ctx.api.deletePv(d.pv.name, d.pv.uid);
         if (result === 'deleted') ctx.log.info({ slot: record.key, pv: d.pv.name }, `deleted PersistentVolume: ${d.why}`);
         reclaiming = true;
-        await report(ctx, 'reclaim:old-pv-deleted');
+        await report(ctx, record, 'reclaim', 'reclaim:old-pv-deleted');
       } else if (d.action === 'recycle') {
         if (!(await confirmRecycle(ctx, record, v.generation, d.why, d.pv))) return { volume, waiting: 'the PersistentVolume changed; looking again' };
-        const result = await timed(ctx, 'recycle', () => recycle(volume, protector, { trash: ctx.trash, ...(ctx.onStep ? { onStep: ctx.onStep } : {}) }));
+        const result = await timed(ctx, 'recycle', () => recycle(volume, protector, { trash: ctx.trash, ...observed(ctx, 'reclaim', record.root) }));
         reclaiming = true;
         const target = d.pv ? pvRef(d.pv) : nodeRef(ctx);
         ctx.report.record(target, 'Normal', 'CryptoErased', `${result.erased} of slot ${record.key} was crypto-erased (its key is destroyed); ${result.next.name} is ready for the next claim`);
@@ -168,19 +170,23 @@ async function createPv(ctx: ReconcilerContext, record: SlotRecord, cls: AgentCl
     setOwnerRef: settings.setPVOwnerRef,
   });
   const created = await ctx.api.createPv(pv);
-  if (reclaiming) await report(ctx, 'reclaim:new-pv-created');
+  // Either way the PV now exists: a reclaim's replacement, or the first offer of the slot's volume.
+  if (reclaiming) await report(ctx, record, 'reclaim', 'reclaim:new-pv-created');
+  else await report(ctx, record, 'offer', 'offer:pv-created');
   if (created.result === 'created') {
     ctx.log.info({ slot: record.key, pv: pv.metadata!.name, generation: volume.generation }, 'created PersistentVolume');
     ctx.report.record({ kind: 'PersistentVolume', name: pv.metadata!.name!, ...(created.uid ? { uid: created.uid } : {}) }, 'Normal', 'Prepared', `encrypted volume ${volume.name} of slot ${record.key} on node ${ctx.node().name} is offered (policy verified: ${pv.metadata!.annotations!['fscrypt-local.github.io/policy']})`);
   }
 }
 
-async function report(ctx: ReconcilerContext, step: string): Promise<void> {
-  try {
-    await ctx.onStep?.(step);
-  } catch {
-    // An observer reports; it never decides.
-  }
+async function report(ctx: ReconcilerContext, record: SlotRecord, operation: AgentOperation, step: AgentStep): Promise<void> {
+  await reportStep(ctx.onStep, step, { operation, slot: record.root });
+}
+
+/** The hook options that forward a hook's steps to the observer as `operation`'s. */
+function observed(ctx: ReconcilerContext, operation: 'offer' | 'reclaim', slot: string): { onStep?: NonNullable<ReturnType<typeof hookStepObserver>> } {
+  const onStep = hookStepObserver(ctx.onStep, operation, slot);
+  return onStep ? { onStep } : {};
 }
 
 async function timed<T>(ctx: ReconcilerContext, hook: string, fn: () => Promise<T>): Promise<T> {

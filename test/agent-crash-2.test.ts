@@ -1,8 +1,0 @@
-// Invariant 6 under the node agent, part 2 of 3: the agent SIGKILLed right
-// after each durable reclaim step of the second third of RECLAIM_STEPS, each
-// converging once a new agent starts. The harness and the split are in
-// fixtures/agent-crash.ts.
-import t from 'tap';
-import { crashTests } from './fixtures/agent-crash.js';
-
-await crashTests(t, 2);
