@@ -211,15 +211,12 @@ export class CsiServer {
       stopping: this.#stopping.signal,
       inFlight: this.#inFlight,
     };
-    const identity = identityService({
-      driverName: this.driverName,
-      vendorVersion,
-      readiness: this.#options.readiness ?? (() => ({ ready: true })),
-    });
+    const readiness = this.#options.readiness ?? (() => ({ ready: true }) as const);
+    const identity = identityService({ driverName: this.driverName, vendorVersion, readiness });
     const node = nodeService({
       nodeId: this.nodeId,
       kubeletDir: this.kubeletDir,
-      resolver: new VolumeResolver(this.#options.slots, this.nodeId),
+      resolver: new VolumeResolver(this.#options.slots, this.nodeId, readiness),
       busyLocks: this.#busyLocks,
       log: this.#log,
       unpublishBusyTimeoutMs: this.#options.unpublishBusyTimeoutMs ?? 2_000,

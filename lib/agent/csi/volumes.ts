@@ -6,6 +6,7 @@
 import type { OpenProtector } from '../../keys/open-protector.js';
 import { isSlot, resolveVolume, type Volume } from '../../volume/index.js';
 import { CsiError } from './errors.js';
+import type { Readiness } from './identity.js';
 import { nodeTag, parseVolumeHandle, type VolumeHandle } from './volume-handle.js';
 
 /** One slot the node service serves. */
@@ -47,6 +48,8 @@ export class VolumeResolver {
   constructor(
     private readonly slots: SlotTable,
     private readonly nodeId: string,
+    /** Not ready: the agent is still starting, and its slot table may not have every slot yet. */
+    private readonly readiness: () => Readiness | Promise<Readiness> = () => ({ ready: true }),
   ) {
     this.#tag = nodeTag(nodeId);
   }
@@ -64,6 +67,13 @@ export class VolumeResolver {
     if (handle.node !== this.#tag) throw new CsiError('NOT_FOUND', `the volume belongs to another node, not to ${this.nodeId}`);
     const entry = this.slots.get(handle.slot);
     if (entry === undefined) {
+      // A restarted agent sets its slots up before it is ready. NOT_FOUND then
+      // would be final for kubelet, which backs off for minutes and delays
+      // the pod; UNAVAILABLE is retried at once.
+      const ready = await this.readiness();
+      if (!ready.ready) {
+        throw new CsiError('UNAVAILABLE', `the node agent is still starting (${ready.reason}): slot ${handle.slot} is not set up yet; kubelet retries`);
+      }
       throw new CsiError('NOT_FOUND', `its slot ${handle.slot} is not served by this node's agent: is the slot's disk mounted, and in the agent's configuration?`);
     }
     if (entry.protector !== undefined && entry.protector.descriptor !== handle.slot) {
