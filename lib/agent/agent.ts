@@ -17,7 +17,7 @@
 import type { KubeConfig, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Check } from './health-server.js';
 import { isFscryptError } from '../kernel/errors.js';
-import { describeBlockers, TrashCollector } from '../volume/index.js';
+import { describeBlockers, slotStatus, TrashCollector } from '../volume/index.js';
 import { CsiServer, DEFAULT_DRIVER_NAME, nodeTag, type PendingLock } from './csi/index.js';
 import type { HookObservation } from './csi/server.js';
 import type { AgentLogger, AgentSettings, AgentSignals, Reporter } from './agent-types.js';
@@ -52,6 +52,8 @@ export interface AgentOptions {
   onStep?: (step: string) => void | Promise<void>;
   /** Work queue retry backoff (tests shorten it). */
   retry?: { initialMs?: number; maxMs?: number };
+  /** Deadline of each API request (default 30 s; tests shorten it). */
+  apiTimeoutMs?: number;
 }
 
 export interface AgentStatus {
@@ -71,6 +73,8 @@ export class Agent {
   readonly #informer: PvInformer;
   readonly #queue: WorkQueue;
   readonly #waiting = new Map<string, { why: string; problem: boolean }>();
+  /** Slots whose work is failing: the message logged last and how many failures since, so a retry loop logs once. */
+  readonly #failing = new Map<string, { message: string; failures: number; since: number }>();
   readonly #storageClasses = new Map<string, { at: number; info: StorageClassInfo | undefined }>();
   #node: NodeInfo;
   #startupPending = new Set<string>();
@@ -87,7 +91,7 @@ export class Agent {
     this.#options = options;
     this.#driverName = options.driverName ?? DEFAULT_DRIVER_NAME;
     this.#node = { name: options.nodeName, labels: {} };
-    this.api = new KubeApi(options.kubeConfig, options.apiObserver);
+    this.api = new KubeApi(options.kubeConfig, options.apiObserver, options.apiTimeoutMs === undefined ? {} : { timeoutMs: options.apiTimeoutMs });
     this.csi = new CsiServer({
       nodeId: options.nodeName,
       driverName: this.#driverName,
@@ -104,6 +108,7 @@ export class Agent {
       onSynced: () => this.#queueAll(),
       ...(options.informer?.restartDelay ? { restartDelay: options.informer.restartDelay } : {}),
       ...(options.informer?.staleAfterMs ? { staleAfterMs: options.informer.staleAfterMs } : {}),
+      ...(options.apiTimeoutMs === undefined ? {} : { requestTimeoutMs: options.apiTimeoutMs }),
     });
     this.#queue = new WorkQueue((key) => this.#work(key), {
       concurrency: 16,
@@ -112,7 +117,13 @@ export class Agent {
         const code = isFscryptError(error) ? error.code : error instanceof Error ? error.name : 'unknown';
         options.signals?.countError?.('reconcile', code);
         const message = (error as Error)?.message ?? String(error);
-        options.log.warn({ slot: key, err: message, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed; retrying');
+        // A failure repeated by the retries (an API server or a KMS plugin down for an hour) is logged when it starts
+        // or changes, not at every retry; the recovery is logged with the count (#work).
+        const previous = this.#failing.get(key);
+        const failures = (previous?.failures ?? 0) + 1;
+        this.#failing.set(key, { message, failures, since: previous?.since ?? Date.now() });
+        if (previous?.message === message) options.log.debug?.({ slot: key, err: message, failures, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed again; retrying');
+        else options.log.warn({ slot: key, err: message, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed; retrying with backoff (repeats of this failure are not logged again until it recovers)');
         // Repeats of one failure aggregate into one Event (the recorder's correlator).
         options.reporter.record(this.#nodeRef(), 'Warning', 'ReconcileFailed', `slot ${key}: ${message} (retrying with backoff)`);
       },
@@ -150,10 +161,31 @@ export class Agent {
     return { ok: reasons.length === 0 && this.#startupDone, reasons };
   }
 
-  /** Healthy: the PV informer is not stale (the event loop's own check is the health server's). */
+  /**
+   * Healthy: the PV informer is not stale (the event loop's own check is the
+   * health server's). An informer that is failing because the API server
+   * fails is healthy with a note (/healthz?verbose): the liveness probe would
+   * restart the agent, which cures nothing there and stops CSI for as long as
+   * the restart (and kubelet's crash-loop backoff) takes. Only a silent watch,
+   * which a restart does cure, fails the check.
+   */
   health(staleAfterMs = 10 * 60_000): Check {
     const age = this.#informer.ageMs;
+    const failure = this.#informer.failure;
+    if (failure !== undefined) {
+      return {
+        ok: true,
+        reasons: [
+          `the PersistentVolume informer is stale: nothing heard from the API server for ${Math.round(age / 1000)} s, ${failure.attempts} attempt(s) failed (last: ${failure.lastError}); CSI keeps serving, reclaims wait, and the agent retries (a restart would not help)`,
+        ],
+      };
+    }
     return age > staleAfterMs ? { ok: false, reasons: [`the PersistentVolume watch heard nothing for ${Math.round(age / 1000)} s`] } : { ok: true, reasons: [] };
+  }
+
+  /** Seconds since the PV informer last heard from the API server (the informer_age_seconds gauge). */
+  informerAgeSeconds(): number {
+    return this.#informer.ageMs / 1000;
   }
 
   status(): AgentStatus {
@@ -315,6 +347,11 @@ export class Agent {
         log: this.#options.log,
         onStep: this.#options.onStep,
       });
+      const failing = this.#failing.get(key);
+      if (failing !== undefined) {
+        this.#failing.delete(key);
+        this.#options.log.info({ slot: key, failures: failing.failures, seconds: Math.round((Date.now() - failing.since) / 1000) }, `slot reconcile works again, after ${failing.failures} failure(s)`);
+      }
       if (outcome.waiting !== undefined) {
         const previous = this.#waiting.get(key);
         if (previous?.why !== outcome.waiting && outcome.problem) this.#options.reporter.record(this.#nodeRef(), 'Warning', 'SlotWaiting', `slot ${key}: ${outcome.waiting}`);
@@ -351,6 +388,7 @@ export class Agent {
       }
       if (setup.created) this.#options.log.info({ slot: record.key, descriptor: setup.descriptor }, 'slot initialised');
     } catch (error) {
+      if (isFscryptError(error, 'ERR_KEY_SOURCE')) await this.#keySourceDown(record, error.message);
       if (!(error instanceof SlotRefused)) throw error;
       record.condition = 'refused';
       record.problem = error.message;
@@ -362,6 +400,23 @@ export class Agent {
       this.#options.reporter.record(this.#nodeRef(), 'Warning', 'SlotRefused', `slot ${record.key}: ${error.message}`);
       this.#options.log.warn({ slot: record.key }, error.message);
     }
+  }
+
+  /**
+   * The key source of a slot cannot be reached now (a KMS plugin down, a key
+   * file not mounted yet): the work queue retries. Meanwhile the slot is
+   * listed by its descriptor, so a publish of its volume answers UNAVAILABLE
+   * with the reason (kubelet retries) instead of NOT_FOUND, and it does not
+   * hold the node's start-up: other slots are ready and the taint goes.
+   */
+  async #keySourceDown(record: SlotRecord, why: string): Promise<void> {
+    record.problem = why;
+    if (record.descriptor === undefined) {
+      const status = await slotStatus(record.root).catch(() => undefined);
+      record.descriptor = status?.protector;
+      this.slots.index(record);
+    }
+    this.#startupSettled(record.key, true);
   }
 
   #startupSettled(key: string, done: boolean): void {
