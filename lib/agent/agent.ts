@@ -365,6 +365,9 @@ export class Agent {
   async #setUp(record: SlotRecord): Promise<void> {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    // Listed before its protector is open (a KMS call can take seconds): a publish meanwhile is UNAVAILABLE, "not
+    // open yet", which kubelet retries, rather than NOT_FOUND, which says the volume is not on this node.
+    await this.#listUnopened(record, record.problem ?? 'the agent is opening its protector (it is starting, or the key source is slow)');
     try {
       // A passphrase source costs an Argon2id derivation (64 MiB, ~0.3 s) per open: one at a time, so a node with
       // many slots does not need a gigabyte at start-up. File and KMS sources are cheap and go in parallel.
@@ -388,7 +391,13 @@ export class Agent {
       }
       if (setup.created) this.#options.log.info({ slot: record.key, descriptor: setup.descriptor }, 'slot initialised');
     } catch (error) {
-      if (isFscryptError(error, 'ERR_KEY_SOURCE')) await this.#keySourceDown(record, error.message);
+      if (isFscryptError(error, 'ERR_KEY_SOURCE')) {
+        // The key source cannot be reached now (a KMS plugin down, a key file not mounted yet): the work queue
+        // retries. Publishes say why meanwhile, and the slot does not hold the node's start-up: the others are
+        // served, and the start-up taint goes.
+        record.problem = error.message;
+        this.#startupSettled(record.key, true);
+      }
       if (!(error instanceof SlotRefused)) throw error;
       record.condition = 'refused';
       record.problem = error.message;
@@ -402,21 +411,14 @@ export class Agent {
     }
   }
 
-  /**
-   * The key source of a slot cannot be reached now (a KMS plugin down, a key
-   * file not mounted yet): the work queue retries. Meanwhile the slot is
-   * listed by its descriptor, so a publish of its volume answers UNAVAILABLE
-   * with the reason (kubelet retries) instead of NOT_FOUND, and it does not
-   * hold the node's start-up: other slots are ready and the taint goes.
-   */
-  async #keySourceDown(record: SlotRecord, why: string): Promise<void> {
+  /** Lists a slot made earlier by its descriptor (from its state file) while its protector is not open, with why. */
+  async #listUnopened(record: SlotRecord, why: string): Promise<void> {
     record.problem = why;
-    if (record.descriptor === undefined) {
-      const status = await slotStatus(record.root).catch(() => undefined);
-      record.descriptor = status?.protector;
-      this.slots.index(record);
-    }
-    this.#startupSettled(record.key, true);
+    if (record.descriptor !== undefined) return;
+    const status = await slotStatus(record.root).catch(() => undefined);
+    if (status === undefined) return; // not a slot yet: no PV, no handle names it
+    record.descriptor = status.protector;
+    this.slots.index(record);
   }
 
   #startupSettled(key: string, done: boolean): void {
