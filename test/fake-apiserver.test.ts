@@ -673,6 +673,15 @@ t.test('fault injection: failNext matches method, verb and path, and counts; set
   t.equal((await core.readPersistentVolume({ name: 'pv-1' })).metadata?.name, 'pv-1');
 });
 
+t.test('an outage of any length: count Infinity fails every matching request until clearFaults()', async (t) => {
+  const server = await startFakeApiServer(t);
+  const core = server.kubeConfig().makeApiClient(CoreV1Api);
+  server.failNext({ status: 500, count: Infinity });
+  for (let i = 0; i < 5; i++) t.match(await statusOf(core.listPersistentVolume()), { code: 500 });
+  t.equal(server.clearFaults(), 5, 'clearFaults() ends it and says how many requests it failed');
+  t.equal((await core.listPersistentVolume()).items.length, 0, 'answered again');
+});
+
 t.test('down() refuses connections (and cuts watches) until up(), on the same port', async (t) => {
   const server = await startFakeApiServer(t);
   const { informer, events, core } = pvInformer(t, server);

@@ -17,7 +17,7 @@
 import type { KubeConfig, V1PersistentVolume } from '@kubernetes/client-node';
 import type { Check } from './health-server.js';
 import { isFscryptError } from '../kernel/errors.js';
-import { describeBlockers, TrashCollector } from '../volume/index.js';
+import { describeBlockers, slotStatus, TrashCollector } from '../volume/index.js';
 import { CsiServer, DEFAULT_DRIVER_NAME, nodeTag, type PendingLock } from './csi/index.js';
 import type { HookObservation } from './csi/server.js';
 import type { AgentLogger, AgentSettings, AgentSignals, Reporter } from './agent-types.js';
@@ -57,6 +57,8 @@ export interface AgentOptions {
   onStep?: AgentStepObserver;
   /** Work queue retry backoff (tests shorten it). */
   retry?: { initialMs?: number; maxMs?: number };
+  /** Deadline of each API request (default 30 s; tests shorten it). */
+  apiTimeoutMs?: number;
 }
 
 export interface AgentStatus {
@@ -76,6 +78,8 @@ export class Agent {
   readonly #informer: PvInformer;
   readonly #queue: WorkQueue;
   readonly #waiting = new Map<string, { why: string; problem: boolean }>();
+  /** Slots whose work is failing: the message logged last and how many failures since, so a retry loop logs once. */
+  readonly #failing = new Map<string, { message: string; failures: number; since: number }>();
   readonly #storageClasses = new Map<string, { at: number; info: StorageClassInfo | undefined }>();
   #node: NodeInfo;
   #startupPending = new Set<string>();
@@ -92,7 +96,7 @@ export class Agent {
     this.#options = options;
     this.#driverName = options.driverName ?? DEFAULT_DRIVER_NAME;
     this.#node = { name: options.nodeName, labels: {} };
-    this.api = new KubeApi(options.kubeConfig, options.apiObserver);
+    this.api = new KubeApi(options.kubeConfig, options.apiObserver, options.apiTimeoutMs === undefined ? {} : { timeoutMs: options.apiTimeoutMs });
     this.csi = new CsiServer({
       nodeId: options.nodeName,
       driverName: this.#driverName,
@@ -110,6 +114,7 @@ export class Agent {
       onSynced: () => this.#queueAll(),
       ...(options.informer?.restartDelay ? { restartDelay: options.informer.restartDelay } : {}),
       ...(options.informer?.staleAfterMs ? { staleAfterMs: options.informer.staleAfterMs } : {}),
+      ...(options.apiTimeoutMs === undefined ? {} : { requestTimeoutMs: options.apiTimeoutMs }),
     });
     this.#queue = new WorkQueue((key) => this.#work(key), {
       concurrency: 16,
@@ -118,7 +123,13 @@ export class Agent {
         const code = isFscryptError(error) ? error.code : error instanceof Error ? error.name : 'unknown';
         options.signals?.countError?.('reconcile', code);
         const message = (error as Error)?.message ?? String(error);
-        options.log.warn({ slot: key, err: message, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed; retrying');
+        // A failure repeated by the retries (an API server or a KMS plugin down for an hour) is logged when it starts
+        // or changes, not at every retry; the recovery is logged with the count (#work).
+        const previous = this.#failing.get(key);
+        const failures = (previous?.failures ?? 0) + 1;
+        this.#failing.set(key, { message, failures, since: previous?.since ?? Date.now() });
+        if (previous?.message === message) options.log.debug?.({ slot: key, err: message, failures, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed again; retrying');
+        else options.log.warn({ slot: key, err: message, retryInSeconds: retryInMs / 1000 }, 'slot reconcile failed; retrying with backoff (repeats of this failure are not logged again until it recovers)');
         // Repeats of one failure aggregate into one Event (the recorder's correlator).
         options.reporter.record(this.#nodeRef(), 'Warning', 'ReconcileFailed', `slot ${key}: ${message} (retrying with backoff)`);
       },
@@ -156,10 +167,31 @@ export class Agent {
     return { ok: reasons.length === 0 && this.#startupDone, reasons };
   }
 
-  /** Healthy: the PV informer is not stale (the event loop's own check is the health server's). */
+  /**
+   * Healthy: the PV informer is not stale (the event loop's own check is the
+   * health server's). An informer that is failing because the API server
+   * fails is healthy with a note (/healthz?verbose): the liveness probe would
+   * restart the agent, which cures nothing there and stops CSI for as long as
+   * the restart (and kubelet's crash-loop backoff) takes. Only a silent watch,
+   * which a restart does cure, fails the check.
+   */
   health(staleAfterMs = 10 * 60_000): Check {
     const age = this.#informer.ageMs;
+    const failure = this.#informer.failure;
+    if (failure !== undefined) {
+      return {
+        ok: true,
+        reasons: [
+          `the PersistentVolume informer is stale: nothing heard from the API server for ${Math.round(age / 1000)} s, ${failure.attempts} attempt(s) failed (last: ${failure.lastError}); CSI keeps serving, reclaims wait, and the agent retries (a restart would not help)`,
+        ],
+      };
+    }
     return age > staleAfterMs ? { ok: false, reasons: [`the PersistentVolume watch heard nothing for ${Math.round(age / 1000)} s`] } : { ok: true, reasons: [] };
+  }
+
+  /** Seconds since the PV informer last heard from the API server (the informer_age_seconds gauge). */
+  informerAgeSeconds(): number {
+    return this.#informer.ageMs / 1000;
   }
 
   status(): AgentStatus {
@@ -321,6 +353,11 @@ export class Agent {
         log: this.#options.log,
         onStep: this.#options.onStep,
       });
+      const failing = this.#failing.get(key);
+      if (failing !== undefined) {
+        this.#failing.delete(key);
+        this.#options.log.info({ slot: key, failures: failing.failures, seconds: Math.round((Date.now() - failing.since) / 1000) }, `slot reconcile works again, after ${failing.failures} failure(s)`);
+      }
       if (outcome.waiting !== undefined) {
         const previous = this.#waiting.get(key);
         if (previous?.why !== outcome.waiting && outcome.problem) this.#options.reporter.record(this.#nodeRef(), 'Warning', 'SlotWaiting', `slot ${key}: ${outcome.waiting}`);
@@ -334,6 +371,9 @@ export class Agent {
   async #setUp(record: SlotRecord): Promise<void> {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    // Listed before its protector is open (a KMS call can take seconds): a publish meanwhile is UNAVAILABLE, "not
+    // open yet", which kubelet retries, rather than NOT_FOUND, which says the volume is not on this node.
+    await this.#listUnopened(record, record.problem ?? 'the agent is opening its protector (it is starting, or the key source is slow)');
     try {
       // A passphrase source costs an Argon2id derivation (64 MiB, ~0.3 s) per open: one at a time, so a node with
       // many slots does not need a gigabyte at start-up. File and KMS sources are cheap and go in parallel.
@@ -359,6 +399,13 @@ export class Agent {
       }
       if (setup.created) this.#options.log.info({ slot: record.key, descriptor: setup.descriptor }, 'slot initialised');
     } catch (error) {
+      if (isFscryptError(error, 'ERR_KEY_SOURCE')) {
+        // The key source cannot be reached now (a KMS plugin down, a key file not mounted yet): the work queue
+        // retries. Publishes say why meanwhile, and the slot does not hold the node's start-up: the others are
+        // served, and the start-up taint goes.
+        record.problem = error.message;
+        this.#startupSettled(record.key, true);
+      }
       if (!(error instanceof SlotRefused)) throw error;
       record.condition = 'refused';
       record.problem = error.message;
@@ -370,6 +417,16 @@ export class Agent {
       this.#options.reporter.record(this.#nodeRef(), 'Warning', 'SlotRefused', `slot ${record.key}: ${error.message}`);
       this.#options.log.warn({ slot: record.key }, error.message);
     }
+  }
+
+  /** Lists a slot made earlier by its descriptor (from its state file) while its protector is not open, with why. */
+  async #listUnopened(record: SlotRecord, why: string): Promise<void> {
+    record.problem = why;
+    if (record.descriptor !== undefined) return;
+    const status = await slotStatus(record.root).catch(() => undefined);
+    if (status === undefined) return; // not a slot yet: no PV, no handle names it
+    record.descriptor = status.protector;
+    this.slots.index(record);
   }
 
   #startupSettled(key: string, done: boolean): void {

@@ -22,6 +22,7 @@
 // nothing it could match would catch a key; callers must not hand it one.
 import { randomBytes } from 'node:crypto';
 import { PatchStrategy, setHeaderOptions, type CoreV1Api, type CoreV1Event } from '@kubernetes/client-node';
+import { DEFAULT_API_TIMEOUT_MS, withDeadline } from './kube/request-timeout.js';
 import type { AgentLog } from './log.js';
 import type { AgentMetrics, EventDropReason } from './metrics.js';
 
@@ -435,11 +436,14 @@ export class EventRecorder {
 /**
  * Events through client-node's CoreV1Api. The patch is a JSON merge patch:
  * the generated method would otherwise send application/json-patch+json,
- * its first media type, and the API server would refuse the body.
+ * its first media type, and the API server would refuse the body. Each
+ * request has a deadline: the recorder sends one Event at a time, so one
+ * request that never returns would stop every Event after it.
  */
-export function clientNodeEventSink(core: CoreV1Api): EventSink {
+export function clientNodeEventSink(core: CoreV1Api, timeoutMs = DEFAULT_API_TIMEOUT_MS): EventSink {
   return {
-    create: (namespace, body) => core.createNamespacedEvent({ namespace, body }),
-    patch: (namespace, name, body) => core.patchNamespacedEvent({ namespace, name, body }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)),
+    create: (namespace, body) => withDeadline(timeoutMs, 'create Event', (options) => core.createNamespacedEvent({ namespace, body }, options)),
+    patch: (namespace, name, body) =>
+      withDeadline(timeoutMs, 'patch Event', (options) => core.patchNamespacedEvent({ namespace, name, body }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch, options))),
   };
 }

@@ -67,6 +67,7 @@ export class AgentMetrics {
   readonly #slotProblems: Gauge;
   readonly #informerAge: Gauge;
   readonly #states = new Set<string>();
+  #informerAgeSource: (() => number) | undefined;
   readonly #labels = {
     hook: new BoundedLabel(),
     operation: new BoundedLabel(),
@@ -140,10 +141,17 @@ export class AgentMetrics {
       help: 'Slots this node refuses or cannot serve (bad metadata, not mounted, unsafe path, ...).',
       registers,
     });
+    const ageSource = () => this.#informerAgeSource;
     this.#informerAge = new Gauge({
       name: `${prefix}informer_age_seconds`,
       help: 'Seconds since the PersistentVolume informer last heard from the API server (list, watch event or reconnect).',
       registers,
+      // Read at scrape time when a source is given: during an API outage the age is what an alert watches, and a
+      // value set by a periodic census would lag it by up to a period.
+      collect() {
+        const source = ageSource();
+        if (source !== undefined) this.set(source());
+      },
     });
     // Present from the first scrape, so an alert on them never sees "no data".
     this.#orphanKeys.set(0);
@@ -203,6 +211,11 @@ export class AgentMetrics {
 
   setInformerAge(seconds: number): void {
     this.#informerAge.set(seconds);
+  }
+
+  /** Reads the informer's age (seconds) from `source` at every scrape, instead of the last value set. */
+  informerAgeFrom(source: () => number): void {
+    this.#informerAgeSource = source;
   }
 
   /** The exposition text for /metrics. */

@@ -30,7 +30,14 @@ export interface RunAgentOptions {
   /** For the crash tests only (no flag or variable of `fscrypt-local run` reaches it): told after each durable step of every operation (AGENT_STEPS). */
   onStep?: AgentStepObserver;
   /** Shortened timings for tests. */
-  timings?: { configPeriodMs?: number; retry?: { initialMs?: number; maxMs?: number }; informerRestart?: { initialMs?: number; maxMs?: number }; informerStaleAfterMs?: number };
+  timings?: {
+    configPeriodMs?: number;
+    retry?: { initialMs?: number; maxMs?: number };
+    informerRestart?: { initialMs?: number; maxMs?: number };
+    informerStaleAfterMs?: number;
+    /** Deadline of each Kubernetes API request (default 30 s). */
+    apiTimeoutMs?: number;
+  };
 }
 
 export interface RunningAgent {
@@ -73,7 +80,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     throw error;
   }
 
-  recorder = new EventRecorder({ sink: clientNodeEventSink(kc.makeApiClient(CoreV1Api)), namespace: options.namespace, component: 'fscrypt-local', host: options.nodeName, log, metrics });
+  recorder = new EventRecorder({ sink: clientNodeEventSink(kc.makeApiClient(CoreV1Api), options.timings?.apiTimeoutMs), namespace: options.namespace, component: 'fscrypt-local', host: options.nodeName, log, metrics });
   const agent = new Agent({
     nodeName: options.nodeName,
     kubeConfig: kc,
@@ -88,11 +95,13 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     apiObserver: { request: (verb, resource) => metrics.countApiRequest(verb, resource), error: (verb, resource, status) => metrics.countApiError(verb, resource, status) },
     ...(options.onStep ? { onStep: options.onStep } : {}),
     ...(options.timings?.retry ? { retry: options.timings.retry } : {}),
+    ...(options.timings?.apiTimeoutMs === undefined ? {} : { apiTimeoutMs: options.timings.apiTimeoutMs }),
     informer: {
       ...(options.timings?.informerRestart ? { restartDelay: options.timings.informerRestart } : {}),
       ...(options.timings?.informerStaleAfterMs ? { staleAfterMs: options.timings.informerStaleAfterMs } : {}),
     },
   });
+  metrics.informerAgeFrom(() => agent.informerAgeSeconds());
   const loop = eventLoopWatch();
   const health = new HealthServer({
     listenAddress: options.listenAddress,

@@ -39,7 +39,8 @@ export class SlotRegistry implements SlotTable {
   get(descriptor: string): SlotEntry | undefined {
     const record = this.#byDescriptor.get(descriptor);
     if (record === undefined) return undefined;
-    return { root: record.root, protector: record.condition === 'ready' ? record.protector : undefined };
+    if (record.condition === 'ready') return { root: record.root, protector: record.protector };
+    return { root: record.root, protector: undefined, unavailable: record.problem };
   }
 
   byKey(key: string): SlotRecord | undefined {

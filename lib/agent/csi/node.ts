@@ -64,10 +64,9 @@ export function nodeService(options: NodeOptions) {
       const target = await publishTarget(options.kubeletDir, args.target);
       const { entry, volume } = await resolver.resolve(args.volumeId);
       if (entry.protector === undefined) {
-        throw new CsiError(
-          'UNAVAILABLE',
-          `the key source of slot ${entry.root} is not open yet (the agent could not open its protector: a KMS plugin down, a key file missing?); kubelet retries, and the agent's log says why`,
-        );
+        // The pod's events show this message: the reason itself (which plugin socket, which key file) saves a trip to the agent's log.
+        const why = entry.unavailable === undefined ? "the agent could not open its protector: a KMS plugin down, a key file missing?; the agent's log says why" : entry.unavailable;
+        throw new CsiError('UNAVAILABLE', `the key source of slot ${entry.root} is not open yet (${why}); kubelet retries, and the agent keeps trying to open it`);
       }
       const protector = entry.protector;
       const watch = watched(options, 'NodePublishVolume', args.volumeId, target, volume.slot);

@@ -15,6 +15,8 @@ export interface SlotEntry {
   readonly root: string;
   /** Its open protector; absent while its key source cannot be opened (publishes then answer UNAVAILABLE). */
   readonly protector?: OpenProtector | undefined;
+  /** Without a protector: why, in words for an operator (e.g. the key source's error naming the KMS plugin's socket). */
+  readonly unavailable?: string | undefined;
 }
 
 /**

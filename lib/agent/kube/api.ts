@@ -14,6 +14,8 @@ import {
   type V1PersistentVolume,
   type V1StorageClass,
 } from '@kubernetes/client-node';
+import type { ConfigurationOptions } from '@kubernetes/client-node';
+import { DEFAULT_API_TIMEOUT_MS, RequestTimeout, withDeadline } from './request-timeout.js';
 
 export type Verb = 'get' | 'list' | 'watch' | 'create' | 'delete' | 'patch';
 
@@ -40,6 +42,7 @@ export class KubeApiError extends Error {
 /** The HTTP status and Status reason of a failed call (ApiException's body is the raw text). */
 export function apiFailure(error: unknown, what: string): KubeApiError {
   if (error instanceof KubeApiError) return error;
+  if (error instanceof RequestTimeout) return new KubeApiError(error.message, undefined, 'Timeout', { cause: error });
   if (error instanceof ApiException) {
     let reason: string | undefined;
     let detail = '';
@@ -59,17 +62,19 @@ export class KubeApi {
   readonly core: CoreV1Api;
   readonly #storage: StorageV1Api;
   readonly #observer: ApiObserver | undefined;
+  readonly #timeoutMs: number;
 
-  constructor(kc: KubeConfig, observer?: ApiObserver) {
+  constructor(kc: KubeConfig, observer?: ApiObserver, options: { timeoutMs?: number } = {}) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.#storage = kc.makeApiClient(StorageV1Api);
     this.#observer = observer;
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_API_TIMEOUT_MS;
   }
 
-  async #call<T>(verb: Verb, resource: string, what: string, fn: () => Promise<T>): Promise<T> {
+  async #call<T>(verb: Verb, resource: string, what: string, fn: (options: ConfigurationOptions) => Promise<T>): Promise<T> {
     this.#observer?.request(verb, resource);
     try {
-      return await fn();
+      return await withDeadline(this.#timeoutMs, what, fn);
     } catch (error) {
       const failure = apiFailure(error, what);
       this.#observer?.error(verb, resource, failure.status ?? 'network');
@@ -80,7 +85,7 @@ export class KubeApi {
   /** Creates a PV; 'exists' if one of that name is there already (a retry after a lost answer). */
   async createPv(pv: V1PersistentVolume): Promise<{ result: 'created'; uid: string | undefined } | { result: 'exists' }> {
     try {
-      const created = await this.#call('create', 'persistentvolumes', `create PersistentVolume ${pv.metadata?.name}`, () => this.core.createPersistentVolume({ body: pv }));
+      const created = await this.#call('create', 'persistentvolumes', `create PersistentVolume ${pv.metadata?.name}`, (o) => this.core.createPersistentVolume({ body: pv }, o));
       return { result: 'created', uid: created.metadata?.uid };
     } catch (error) {
       if (error instanceof KubeApiError && error.status === 409) return { result: 'exists' };
@@ -91,7 +96,7 @@ export class KubeApi {
   /** The PV, or undefined if there is none of that name (an authoritative read, not the informer's cache). */
   async readPv(name: string): Promise<V1PersistentVolume | undefined> {
     try {
-      return await this.#call('get', 'persistentvolumes', `read PersistentVolume ${name}`, () => this.core.readPersistentVolume({ name }));
+      return await this.#call('get', 'persistentvolumes', `read PersistentVolume ${name}`, (o) => this.core.readPersistentVolume({ name }, o));
     } catch (error) {
       if (error instanceof KubeApiError && error.status === 404) return undefined;
       throw error;
@@ -101,8 +106,8 @@ export class KubeApi {
   /** Deletes the PV with that name and uid (a precondition: never a newer PV of the same name); 'gone' if it is not there. */
   async deletePv(name: string, uid: string | undefined): Promise<'deleted' | 'gone'> {
     try {
-      await this.#call('delete', 'persistentvolumes', `delete PersistentVolume ${name}`, () =>
-        this.core.deletePersistentVolume({ name, body: uid === undefined ? {} : { preconditions: { uid } } }),
+      await this.#call('delete', 'persistentvolumes', `delete PersistentVolume ${name}`, (o) =>
+        this.core.deletePersistentVolume({ name, body: uid === undefined ? {} : { preconditions: { uid } } }, o),
       );
       return 'deleted';
     } catch (error) {
@@ -113,7 +118,7 @@ export class KubeApi {
 
   async readStorageClass(name: string): Promise<V1StorageClass | undefined> {
     try {
-      return await this.#call('get', 'storageclasses', `read StorageClass ${name}`, () => this.#storage.readStorageClass({ name }));
+      return await this.#call('get', 'storageclasses', `read StorageClass ${name}`, (o) => this.#storage.readStorageClass({ name }, o));
     } catch (error) {
       if (error instanceof KubeApiError && error.status === 404) return undefined;
       throw error;
@@ -121,7 +126,7 @@ export class KubeApi {
   }
 
   async readNode(name: string): Promise<V1Node> {
-    return this.#call('get', 'nodes', `read Node ${name}`, () => this.core.readNode({ name }));
+    return this.#call('get', 'nodes', `read Node ${name}`, (o) => this.core.readNode({ name }, o));
   }
 
   /**
@@ -138,8 +143,8 @@ export class KubeApi {
       { op: 'test', path: '/spec/taints', value: taints.map(plainTaint) },
       { op: 'replace', path: '/spec/taints', value: taints.filter((t) => t.key !== key).map(plainTaint) },
     ];
-    await this.#call('patch', 'nodes', `remove taint ${key} from Node ${name}`, () =>
-      this.core.patchNode({ name, body }, setHeaderOptions('Content-Type', PatchStrategy.JsonPatch)),
+    await this.#call('patch', 'nodes', `remove taint ${key} from Node ${name}`, (o) =>
+      this.core.patchNode({ name, body }, setHeaderOptions('Content-Type', PatchStrategy.JsonPatch, o)),
     );
     return true;
   }

@@ -7,12 +7,30 @@
 //   - a watchdog restarts it when nothing (no connect, no event) was heard
 //     for `staleAfterMs`, and /healthz reports the age;
 //   - `synced` is true only once a list has completed since the last start,
-//     so the controller never mistakes an empty cache for "no PV".
+//     so the controller never mistakes an empty cache for "no PV";
+//   - a run of failures (the API server down for an hour) is logged once, when
+//     it starts, and once more when the informer works again, with how many
+//     attempts failed: a line per retry would bury everything else in the log
+//     and tell the operator nothing new. The repeats go to debug.
+//     The watchdog leaves a failing informer to its backoff: restarting it at
+//     once would retry a down API server every few seconds.
 import { makeInformer, type CoreV1Api, type Informer, type KubeConfig, type ObjectCache, type V1PersistentVolume } from '@kubernetes/client-node';
+import { ApiException } from '@kubernetes/client-node';
+import { apiFailure } from './api.js';
+import { DEFAULT_API_TIMEOUT_MS, withDeadline } from './request-timeout.js';
 
 export interface PvInformerLog {
   info(fields: Record<string, unknown>, message: string): void;
   warn(fields: Record<string, unknown>, message: string): void;
+  debug?(fields: Record<string, unknown>, message: string): void;
+}
+
+/** A run of failed lists or watches, until one list completes again. */
+export interface InformerFailure {
+  /** When the first of them failed (ms since the epoch). */
+  since: number;
+  attempts: number;
+  lastError: string;
 }
 
 export interface PvInformerOptions {
@@ -25,6 +43,8 @@ export interface PvInformerOptions {
   restartDelay?: { initialMs?: number; maxMs?: number };
   /** Restart when nothing was heard for this long (default 5 min: the server closes idle watches sooner). */
   staleAfterMs?: number;
+  /** Deadline of each list request (default DEFAULT_API_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
 }
 
 export class PvInformer {
@@ -39,6 +59,7 @@ export class PvInformer {
   #restartTimer: NodeJS.Timeout | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   #generation = 0;
+  #failure: InformerFailure | undefined;
 
   constructor(kc: KubeConfig, core: CoreV1Api, options: PvInformerOptions) {
     this.#kc = kc;
@@ -57,6 +78,11 @@ export class PvInformer {
     return Date.now() - this.#lastHeard;
   }
 
+  /** The failures since the informer last worked, if it is failing now. */
+  get failure(): Readonly<InformerFailure> | undefined {
+    return this.#failure;
+  }
+
   /** The cached PVs (meaningful once synced). */
   list(): readonly V1PersistentVolume[] {
     return this.#informer?.list() ?? [];
@@ -66,8 +92,8 @@ export class PvInformer {
     this.#stopping = false;
     const staleAfter = this.#options.staleAfterMs ?? 5 * 60_000;
     this.#watchdog = setInterval(() => {
-      if (!this.#stopping && this.ageMs > staleAfter) {
-        this.#options.log.warn({ ageSeconds: Math.round(this.ageMs / 1000) }, 'the PersistentVolume watch heard nothing for too long; restarting it');
+      if (!this.#stopping && this.#failure === undefined && this.ageMs > staleAfter) {
+        this.#failed('the PersistentVolume watch heard nothing for too long; restarting it', `silent for ${Math.round(this.ageMs / 1000)} s`);
         this.#restart(0);
       }
     }, Math.max(1000, Math.min(staleAfter / 4, 30_000)));
@@ -88,12 +114,18 @@ export class PvInformer {
     const generation = ++this.#generation;
     this.#synced = false;
     const selector = this.#options.labelSelector;
-    const informer = makeInformer<V1PersistentVolume>(this.#kc, '/api/v1/persistentvolumes', () => this.#core.listPersistentVolume({ labelSelector: selector }), selector);
-    this.#informer = informer;
+    const timeoutMs = this.#options.requestTimeoutMs ?? DEFAULT_API_TIMEOUT_MS;
     const current = () => generation === this.#generation && !this.#stopping;
     const heard = () => {
       if (current()) this.#lastHeard = Date.now();
     };
+    const list = async () => {
+      const pvs = await withDeadline(timeoutMs, 'list PersistentVolumes', (options) => this.#core.listPersistentVolume({ labelSelector: selector }, options));
+      heard();
+      return pvs;
+    };
+    const informer = makeInformer<V1PersistentVolume>(this.#kc, '/api/v1/persistentvolumes', list, selector);
+    this.#informer = informer;
     for (const kind of ['add', 'update', 'delete'] as const) {
       informer.on(kind, (pv) => {
         if (!current()) return;
@@ -102,10 +134,16 @@ export class PvInformer {
         this.#options.onEvent(kind, pv);
       });
     }
-    informer.on('connect', heard);
+    // client-node says 'connect' before each list or watch it starts: the first one, the informer's own start, is
+    // said before the API server answered anything (counting it would keep the age at 0 through an outage of any
+    // length); a later one follows a watch the server ended cleanly or with 410, which is hearing from it.
+    let connects = 0;
+    informer.on('connect', () => {
+      if (connects++ > 0) heard();
+    });
     informer.on('error', (error: unknown) => {
       if (!current()) return; // stop() reports an AbortError, and an old informer's last words don't count
-      this.#options.log.warn({ err: describe(error), retryInSeconds: this.#delayMs / 1000 }, 'the PersistentVolume watch failed; restarting it');
+      this.#failed('the PersistentVolume watch failed; restarting it', describe(error));
       this.#restart(this.#delayMs);
     });
     informer.start().then(
@@ -113,14 +151,40 @@ export class PvInformer {
         if (!current()) return;
         heard();
         this.#synced = true;
+        this.#recovered();
         this.#options.onSynced();
       },
       (error: unknown) => {
         if (!current()) return;
-        this.#options.log.warn({ err: describe(error), retryInSeconds: this.#delayMs / 1000 }, 'listing PersistentVolumes failed; retrying');
+        this.#failed('listing PersistentVolumes failed; retrying', describe(error));
         this.#restart(this.#delayMs);
       },
     );
+  }
+
+  /** One more failed attempt: the first of a run is a warning that says what the agent does meanwhile, the others debug. */
+  #failed(message: string, err: string): void {
+    const fields = { err, retryInSeconds: this.#delayMs / 1000 };
+    if (this.#failure !== undefined) {
+      this.#failure.attempts++;
+      this.#failure.lastError = err;
+      this.#options.log.debug?.({ ...fields, attempts: this.#failure.attempts }, message);
+      return;
+    }
+    this.#failure = { since: Date.now(), attempts: 1, lastError: err };
+    this.#options.log.warn(
+      fields,
+      `${message}. Until it works again, CSI publishes and unpublishes go on, and reclaims of released volumes wait; the agent retries with backoff and logs once more when it recovers. Check the API server and the agent's network path to it`,
+    );
+  }
+
+  #recovered(): void {
+    this.#delayMs = this.#options.restartDelay?.initialMs ?? 1000;
+    const failure = this.#failure;
+    if (failure === undefined) return;
+    this.#failure = undefined;
+    const seconds = Math.round((Date.now() - failure.since) / 1000);
+    this.#options.log.info({ attempts: failure.attempts, seconds, lastError: failure.lastError }, `the PersistentVolume watch works again, after ${failure.attempts} failed attempt(s) over ${seconds} s`);
   }
 
   #restart(delayMs: number): void {
@@ -137,7 +201,9 @@ export class PvInformer {
   }
 }
 
+/** One line: the HTTP status and the Status message, not client-node's dump of the body and headers. */
 function describe(error: unknown): string {
+  if (error instanceof ApiException) return apiFailure(error, 'the API server answered').message;
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
 }
