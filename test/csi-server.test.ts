@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { CsiServer, jsonLinesLog, socketPath } from '../lib/agent/csi/index.js';
+import { formatVolumeHandle } from '../lib/agent/csi/volume-handle.js';
 import { safeLog } from '../lib/agent/csi/log.js';
 import { rejection } from './fixtures/helpers.js';
-import { NODE, recordingLog, startServer } from './fixtures/csi.js';
+import { kubeletTree, mountCapability, NODE, recordingLog, startServer } from './fixtures/csi.js';
 import { scratchDir } from './fixtures/scratch-fs.js';
 
 t.test('the socket is 0600, and stop() removes it', async (t) => {
@@ -66,6 +67,19 @@ t.test('Probe: FAILED_PRECONDITION with the reason until the agent is ready', as
   t.same(await client.identity('Probe'), { ready: { value: true } });
   const info = await client.identity<{ vendor_version: string }>('GetPluginInfo');
   t.equal(info.vendor_version, JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version, 'vendor_version is the package version');
+});
+
+t.test('a handle whose slot is not set up: UNAVAILABLE (kubelet retries) while the agent starts, NOT_FOUND once it is ready', async (t) => {
+  let readiness: { ready: true } | { ready: false; reason: string } = { ready: false, reason: 'starting' };
+  const kubelet = kubeletTree(t);
+  const { client } = await startServer(t, { slots: new Map(), kubeletDir: kubelet.root, readiness: async () => readiness });
+  const volume_id = formatVolumeHandle({ nodeName: NODE, slot: '0123456789abcdef', generation: 1, identifier: 'ab'.repeat(16) });
+  const request = { volume_id, target_path: await kubelet.newTarget(), volume_capability: mountCapability() };
+  const starting = await rejection(client.node('NodePublishVolume', request));
+  t.match(starting, { code: grpc.status.UNAVAILABLE, details: /still starting \(starting\): slot 0123456789abcdef is not set up yet/ });
+  readiness = { ready: true };
+  const ready = await rejection(client.node('NodePublishVolume', request));
+  t.match(ready, { code: grpc.status.NOT_FOUND, details: /slot 0123456789abcdef is not served by this node's agent/ });
 });
 
 t.test('the default log writes JSON lines; a logger that throws breaks nothing', async (t) => {
