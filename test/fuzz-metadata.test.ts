@@ -239,7 +239,7 @@ t.test('through SlotKeys on real files: mutated protector and policy files never
   const renamed = Buffer.from(original.protector);
   renamed[renamed.indexOf('fuzzed')] = 'F'.charCodeAt(0);
   const flipped = Buffer.from(original.policy);
-  flipped[flipped.length - 40] ^= 1;
+  flipped[flipped.length - 40] = flipped[flipped.length - 40]! ^ 1;
 
   await fuzz(t, { parser: 'protector and policy files through SlotKeys', file: FILE, runs: 1500, examples: [['protector', renamed], ['policy', flipped]] }, arb, async ([target, bytes]) => {
     await writeFile(files[target], bytes, { mode: 0o600 });
