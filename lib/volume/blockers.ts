@@ -99,8 +99,32 @@ function deviceName(dev: bigint): string {
 }
 
 /** readlink of /proc files: " (deleted)" marks an unlinked file. */
-function splitDeleted(link: string): { path: string; deleted: boolean } {
+export function splitDeleted(link: string): { path: string; deleted: boolean } {
   return link.endsWith(' (deleted)') ? { path: link.slice(0, -' (deleted)'.length), deleted: true } : { path: link, deleted: false };
+}
+
+// The parsers of the /proc entries the scan reads, apart from the I/O so
+// that test/fuzz-proc.test.ts can feed them anything.
+
+/** The mount id in /proc/<pid>/fdinfo/<fd>, or NaN when there is none. */
+export function mountIdOfFdinfo(text: string): number {
+  return Number(/^mnt_id:\s*(\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+}
+
+/**
+ * The file paths mapped in /proc/<pid>/maps, each once, in order, with
+ * their " (deleted)" mark kept. Each line is "address perms offset dev
+ * inode pathname"; the kernel escapes a newline in the pathname as \012.
+ */
+export function mappedPaths(text: string): string[] {
+  const seen = new Set<string>();
+  for (const line of text.split('\n')) {
+    // `s`: a name may hold a carriage return or U+2028, which `.` alone
+    // does not match; such a mapped file went unreported (found by test/fuzz-proc.test.ts).
+    const match = /^\S+ \S+ \S+ \S+ \d+\s+(\/.*)$/s.exec(line);
+    if (match) seen.add(match[1]!.replace(/\\012/g, '\n'));
+  }
+  return [...seen];
 }
 
 class BlockerScan {
@@ -178,10 +202,7 @@ class BlockerScan {
       const { path } = splitDeleted(link);
       // The path's mount first (cheap); the fd's exact mount (fdinfo) only for files on the right filesystem.
       if (!path.startsWith('/') || mountOfPath(path, table)?.device !== this.target.device) continue;
-      const mountId = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').then(
-        (info) => Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN),
-        () => Number.NaN,
-      );
+      const mountId = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').then(mountIdOfFdinfo, () => Number.NaN);
       if (this.isInside(path, table, Number.isNaN(mountId) ? undefined : mountId)) add('open-file', link);
     }
   }
@@ -194,14 +215,7 @@ class BlockerScan {
       if (isVanished(error)) return;
       throw error;
     }
-    const seen = new Set<string>();
-    for (const line of maps.split('\n')) {
-      // address perms offset dev inode pathname (the kernel escapes a newline in it as \012)
-      const match = /^\S+ \S+ \S+ \S+ \d+\s+(\/.*)$/.exec(line);
-      if (!match) continue;
-      const link = match[1]!.replace(/\\012/g, '\n');
-      if (seen.has(link)) continue;
-      seen.add(link);
+    for (const link of mappedPaths(maps)) {
       if (this.isInside(splitDeleted(link).path, table)) add('mmap', link);
     }
   }
@@ -216,8 +230,7 @@ class BlockerScan {
     const command = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
     const table = await this.tableOf(namespace, pid, command);
     for (const fd of await readdir(`/proc/${pid}/fd`)) {
-      const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '');
-      const mountId = Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN);
+      const mountId = mountIdOfFdinfo(await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => ''));
       if (Number.isNaN(mountId) || table.byId.has(mountId)) continue;
       const stat = await fsStat(`/proc/${pid}/fd/${fd}`, { bigint: true }).catch(() => undefined);
       if (stat === undefined || deviceName(stat.dev) !== this.target.device) continue;
@@ -295,9 +308,16 @@ export async function findBlockers(dir: string): Promise<Blocker[]> {
   );
 }
 
+/** A name as shown in a message: control characters escaped, so one blocker stays one line. */
+function shown(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}
+
 function describeOne(blocker: Blocker): string {
-  const who = blocker.pid === undefined ? '' : `pid ${blocker.pid}${blocker.command === undefined ? '' : ` (${blocker.command})`}`;
-  const path = `${JSON.stringify(blocker.path).slice(1, -1)}${blocker.deleted ? ' (deleted)' : ''}`;
+  // The command and a mount's source are escaped like the path: a newline in
+  // either split one blocker over two lines (found by test/fuzz-proc.test.ts).
+  const who = blocker.pid === undefined ? '' : `pid ${blocker.pid}${blocker.command === undefined ? '' : ` (${shown(blocker.command)})`}`;
+  const path = `${shown(blocker.path)}${blocker.deleted ? ' (deleted)' : ''}`;
   switch (blocker.kind) {
     case 'open-file':
       return blocker.detached
@@ -310,9 +330,9 @@ function describeOne(blocker: Blocker): string {
     case 'mmap':
       return `${who} has ${path} mapped in memory`;
     case 'mount':
-      return `the mount at ${path} has its source inside (${blocker.source ?? '?'} on the filesystem)${who === '' ? '' : `, in the mount namespace of ${who}`}`;
+      return `the mount at ${path} has its source inside (${blocker.source === undefined ? '?' : shown(blocker.source)} on the filesystem)${who === '' ? '' : `, in the mount namespace of ${who}`}`;
     case 'mount-point':
-      return `${blocker.source ?? 'a filesystem'} is mounted on ${path}${who === '' ? '' : `, in the mount namespace of ${who}`}`;
+      return `${blocker.source === undefined ? 'a filesystem' : shown(blocker.source)} is mounted on ${path}${who === '' ? '' : `, in the mount namespace of ${who}`}`;
   }
 }
 
