@@ -29,7 +29,10 @@ export function parseMountInfo(text: string): MountInfo[] {
     if (line === '') continue;
     const fields = line.split(' ');
     const separator = fields.indexOf('-', 6);
-    if (fields.length < 10 || separator < 0) continue;
+    // The three fields after the separator must be there: a line cut short
+    // with optional fields passed a length check of 10 and then threw on
+    // the missing source (found by test/fuzz-mountinfo.test.ts).
+    if (separator < 0 || fields.length < separator + 4) continue;
     mounts.push({
       id: Number(fields[0]),
       parentId: Number(fields[1]),
@@ -37,9 +40,10 @@ export function parseMountInfo(text: string): MountInfo[] {
       root: unescape(fields[3]!),
       mountPoint: unescape(fields[4]!),
       options: fields[5]!.split(','),
-      fsType: fields[separator + 1]!,
+      // The kernel escapes the type as it does names (a FUSE subtype may hold a space).
+      fsType: unescape(fields[separator + 1]!),
       source: unescape(fields[separator + 2]!),
-      superOptions: (fields[separator + 3] ?? '').split(','),
+      superOptions: fields[separator + 3]!.split(','),
     });
   }
   return mounts;

@@ -99,7 +99,7 @@ function deviceName(dev: bigint): string {
 }
 
 /** readlink of /proc files: " (deleted)" marks an unlinked file. */
-function splitDeleted(link: string): { path: string; deleted: boolean } {
+export function splitDeleted(link: string): { path: string; deleted: boolean } {
   return link.endsWith(' (deleted)') ? { path: link.slice(0, -' (deleted)'.length), deleted: true } : { path: link, deleted: false };
 }
 
@@ -123,6 +123,35 @@ async function reportedPath(link: string, magic: string): Promise<{ path: string
 /** /proc/<pid>/comm without its line end (not trimmed: a command name may start or end with spaces). */
 async function commandOf(pid: number): Promise<string> {
   return (await readFile(`/proc/${pid}/comm`, 'utf8')).replace(/\n$/, '');
+}
+
+// The parsers of the /proc entries the scan reads, apart from the I/O so
+// that test/fuzz-proc.test.ts can feed them anything.
+
+/** The mount id in /proc/<pid>/fdinfo/<fd>, or NaN when there is none. */
+export function mountIdOfFdinfo(text: string): number {
+  return Number(/^mnt_id:\s*(\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+}
+
+/**
+ * The file mappings in /proc/<pid>/maps: each line's address range and its
+ * pathname as the kernel wrote it ("address perms offset dev inode
+ * pathname"; a newline in the name escaped as \012, " (deleted)" kept).
+ * dotAll: a carriage return (or U+2028) in a name is no line end here, and
+ * `.` must not stop at it, or a tenant hides a mapped program by its name.
+ */
+export function mappedEntries(text: string): { range: string; path: string }[] {
+  const entries: { range: string; path: string }[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^(\S+) \S+ \S+ \S+ \d+\s+(\/.*)$/s.exec(line);
+    if (match) entries.push({ range: match[1]!, path: match[2]! });
+  }
+  return entries;
+}
+
+/** The file paths mapped in /proc/<pid>/maps, each once, in order, \012 read as a newline. */
+export function mappedPaths(text: string): string[] {
+  return [...new Set(mappedEntries(text).map((e) => e.path.replace(/\\012/g, '\n')))];
 }
 
 class BlockerScan {
@@ -199,10 +228,7 @@ class BlockerScan {
       const { path } = splitDeleted(link);
       // The path's mount first (cheap); the fd's exact mount (fdinfo) only for files on the right filesystem.
       if (!path.startsWith('/') || mountOfPath(path, table)?.device !== this.target.device) continue;
-      const mountId = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').then(
-        (info) => Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN),
-        () => Number.NaN,
-      );
+      const mountId = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').then(mountIdOfFdinfo, () => Number.NaN);
       if (this.isInside(path, table, Number.isNaN(mountId) ? undefined : mountId)) add('open-file', link, `/proc/${pid}/fd/${fd}`);
     }
   }
@@ -216,20 +242,12 @@ class BlockerScan {
       throw error;
     }
     const seen = new Set<string>();
-    for (const line of maps.split('\n')) {
-      // address perms offset dev inode pathname. dotAll: a carriage return
-      // (or U+2028) in a name is no line end here, and `.` must not stop at
-      // it, or a tenant hides a mapped program by its name.
-      const match = /^(\S+) \S+ \S+ \S+ \d+\s+(\/.*)$/s.exec(line);
-      if (!match) continue;
-      const range = match[1]!;
+    for (const { range, path } of mappedEntries(maps)) {
       const magic = `/proc/${pid}/map_files/${range}`;
       // The kernel writes a newline in a name as \012 but leaves a backslash
       // alone, so a name holding "\012" itself is ambiguous: the mapping's own
       // magic link (root only) has the exact name.
-      const link = match[2]!.includes('\\012')
-        ? await readlink(magic).catch(() => match[2]!.replace(/\\012/g, '\n'))
-        : match[2]!;
+      const link = path.includes('\\012') ? await readlink(magic).catch(() => path.replace(/\\012/g, '\n')) : path;
       if (seen.has(link)) continue;
       seen.add(link);
       if (this.isInside(splitDeleted(link).path, table)) add('mmap', link, magic);
@@ -246,8 +264,7 @@ class BlockerScan {
     const command = await commandOf(pid);
     const table = await this.tableOf(namespace, pid, command);
     for (const fd of await readdir(`/proc/${pid}/fd`)) {
-      const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '');
-      const mountId = Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN);
+      const mountId = mountIdOfFdinfo(await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => ''));
       if (Number.isNaN(mountId) || table.byId.has(mountId)) continue;
       const stat = await fsStat(`/proc/${pid}/fd/${fd}`, { bigint: true }).catch(() => undefined);
       if (stat === undefined || deviceName(stat.dev) !== this.target.device) continue;

@@ -103,6 +103,7 @@ const HEADER_SIZE = 8 + 8 + 4 + 32;
 const MAX_JSON_BYTES = HALF_SIZE - HEADER_SIZE;
 // memcmp against zeros is microseconds; a byte loop over 64 KiB is not.
 const ZERO_HALF = Buffer.alloc(HALF_SIZE);
+const MAX_SEQUENCE = (1n << 64n) - 1n;
 
 interface Half {
   sequence: bigint;
@@ -177,7 +178,16 @@ function inForce(halves: [DecodedHalf, DecodedHalf]): InForce {
     const claimed = h.kind === 'valid' ? h.half.sequence : h.kind === 'damaged' ? h.sequence : undefined;
     if (claimed !== undefined && claimed > highest) highest = claimed;
   });
-  const newestDamaged = halves.some((h) => h.kind === 'damaged' && (h.sequence === undefined || current === undefined || h.sequence > current.half.sequence));
+  // A file is created with both halves written (createStateFile), so an
+  // empty half beside a valid one was written and then lost (a block read
+  // back as zeros, a file cut short) and may have been the newer one: as
+  // damaged as a torn half, not a half never written (found by
+  // test/fuzz-state.test.ts). Only a file created before that, still at its
+  // first write (sequence 1 in the first half), has a second half that was
+  // never written.
+  const legacyFirstWrite = current?.index === 0 && current.half.sequence === 1n && halves[1].kind === 'empty';
+  const lostHalf = current !== undefined && !legacyFirstWrite && halves.some((h) => h.kind === 'empty');
+  const newestDamaged = lostHalf || halves.some((h) => h.kind === 'damaged' && (h.sequence === undefined || current === undefined || h.sequence > current.half.sequence));
   return { ...(current ? { current } : {}), newestDamaged, highest };
 }
 
@@ -300,6 +310,9 @@ export async function writeSlotState(root: string, state: SlotState): Promise<vo
     // is how reconcile --use-previous-state repairs the file.
     const { current, highest } = inForce(await readHalves(handle));
     const sequence = highest + 1n;
+    // Only a forged or corrupt file gets here (no writer reaches 2^64 writes); without this check the
+    // encoder's RangeError would escape the hook untyped (found by test/fuzz-state.test.ts).
+    if (sequence > MAX_SEQUENCE) throw bad(stateFile, `a copy claims sequence number ${highest}, the largest there is`);
     const index = current?.index === 0 ? 1 : 0;
     await writeFully(handle, encodeHalf(sequence, state, stateFile), index * HALF_SIZE);
     await handle.datasync();
@@ -309,7 +322,11 @@ export async function writeSlotState(root: string, state: SlotState): Promise<vo
 async function createStateFile(stateFile: string, state: SlotState): Promise<void> {
   const temp = `${stateFile}.tmp`;
   const bytes = Buffer.alloc(2 * HALF_SIZE);
-  encodeHalf(1n, state, stateFile).copy(bytes, 0);
+  // The state in both halves (sequence 2 in force, 1 its copy): no half of
+  // the file is ever empty after this, which is how the reader tells a half
+  // lost to zeros from one never written (see inForce).
+  encodeHalf(2n, state, stateFile).copy(bytes, 0);
+  encodeHalf(1n, state, stateFile).copy(bytes, HALF_SIZE);
   await withHandle(await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600), async (handle) => {
     await writeFully(handle, bytes, 0);
     await handle.sync();
