@@ -12,11 +12,16 @@
 // a settled slot with exactly one PV (Available or Bound) for its current
 // generation and one wrapped key; no plaintext on either raw disk. And the
 // agent's resources do not grow with the cycles:
-//  - fds: the median of the last quarter of the samples is within FD_SLACK
-//    of the first quarter's, and the idle agent after the last cycle within
-//    FD_SLACK of the idle agent before the first. A leaked fd per cycle (an
-//    unclosed state file, a socket per PV watch) is one more fd per cycle:
-//    hundreds over the CI run alone.
+//  - fds: the idle agent after the last cycle (and the trash drained) is
+//    within IDLE_FD_SLACK (8) of the idle agent before the first: a leaked
+//    fd per cycle (an unclosed state file, a socket per watch) is dozens
+//    over the CI run alone, hundreds in a long one. Over the samples, which
+//    are taken mid-cycle, the median of the last quarter is within FD_SLACK
+//    (40) of the first quarter's: a sample counts the work in flight (8
+//    volumes, up to two RPCs each, a few files, a socket to the API server
+//    and a mount or umount child apiece), which grows with the machine's
+//    load and not with the cycles, and is bounded by the volumes; a leak
+//    is not.
 //  - RSS and heap: sampled after a full collection in the child, so garbage
 //    does not count. RSS_SLACK_MIB (40 MiB) between the quartile medians:
 //    a process that leaks nothing still grows its RSS by tens of MiB after
@@ -35,7 +40,8 @@ import { quartileMedians, runSoak, type Sample } from './fixtures/soak.js';
 
 const COMMAND = 'npx tap test/agent-soak.test.ts';
 const LONG_COMMAND = 'FSCRYPT_LOCAL_SOAK_SECONDS=14400 npx tap -t0 test/agent-soak.test.ts';
-const FD_SLACK = 8;
+const FD_SLACK = 40;
+const IDLE_FD_SLACK = 8;
 const RSS_SLACK_MIB = 40;
 const HEAP_SLACK_MIB = 16;
 const MIB = 1024 * 1024;
@@ -71,7 +77,7 @@ t.test('concurrent publish, unpublish and release cycles through the agent leak 
   const kinds = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n}×${k}`).join(', ');
   const fdDiagnosis = `fd kinds before: ${kinds(report.fdKinds.before)}\nafter: ${kinds(report.fdKinds.after)}`;
   t.ok(fds.last <= fds.first + FD_SLACK, `fds: last-quarter median ${fds.last} within ${FD_SLACK} of the first quarter's ${fds.first}`, { diagnostic: fds.last > fds.first + FD_SLACK, fdDiagnosis });
-  t.ok(report.idleFds.after <= report.idleFds.before + FD_SLACK, `fds of the idle agent: ${report.idleFds.after} after the last cycle, ${report.idleFds.before} before the first`, { fdDiagnosis });
+  t.ok(report.idleFds.after <= report.idleFds.before + IDLE_FD_SLACK, `fds of the idle agent: ${report.idleFds.after} after the last cycle, ${report.idleFds.before} before the first (within ${IDLE_FD_SLACK})`, { fdDiagnosis });
   t.ok(rss.last <= rss.first + RSS_SLACK_MIB, `RSS: last-quarter median ${rss.last.toFixed(1)} MiB within ${RSS_SLACK_MIB} MiB of the first quarter's ${rss.first.toFixed(1)} MiB`);
   t.ok(heap.last <= heap.first + HEAP_SLACK_MIB, `heap after a collection: last-quarter median ${heap.last.toFixed(1)} MiB within ${HEAP_SLACK_MIB} MiB of the first quarter's ${heap.first.toFixed(1)} MiB`);
 
@@ -98,6 +104,7 @@ t.test('concurrent publish, unpublish and release cycles through the agent leak 
   figure('node checks', report.nodeChecks);
   figure('key statuses checked', report.keysChecked);
   figure('fd: first/last quartile median', `${fds.first}/${fds.last}`);
+  figure('fd of the idle agent: before the first cycle/after the last', `${report.idleFds.before}/${report.idleFds.after}`);
   figure('RSS MiB: first/last quartile median', `${rss.first.toFixed(1)}/${rss.last.toFixed(1)}`);
   figure('heap MiB after GC: first/last quartile median', `${heap.first.toFixed(1)}/${heap.last.toFixed(1)}`);
   figure('keys leaked', report.keysLeaked);
