@@ -5,16 +5,18 @@
 //    (slotStatus' isBindOf keeps an O_PATH fd on it for a few thread-pool
 //    round trips; the agent's census and NodeGetVolumeStats call it any time);
 //  - the CSI server printed MaxListenersExceededWarning with more than ten
-//    calls in flight (each listens on the server's stop signal).
+//    calls in flight (each listens on the server's stop signal);
+//  - reconciles failed ERR_MOUNT_TABLE when a mount id named in a table read
+//    a moment earlier had been handed to a new mount since.
 import { spawn } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import t from 'tap';
-import { OPEN_FLAGS } from '../lib/kernel/index.js';
+import { OPEN_FLAGS, readMountInfo } from '../lib/kernel/index.js';
 import { threadPoolSize } from '../lib/volume/index.js';
-import { bindMount, mountAt, unmount } from '../lib/volume/mounts.js';
+import { bindMount, isBindOf, mountAt, unmount } from '../lib/volume/mounts.js';
 import { kubeletTree, mountCapability, slotTable, startServer } from './fixtures/csi.js';
 import { failure } from './fixtures/helpers.js';
 import { tmpfs } from './fixtures/scratch-fs.js';
@@ -83,4 +85,16 @@ t.test('more than ten CSI calls in flight raise no MaxListenersExceededWarning',
     [],
     'no MaxListenersExceededWarning',
   );
+});
+
+t.test('a mount table read before a mount id was reused still locates a target (as pods churn)', async (t) => {
+  const { source, target } = boundPair(t);
+  t.ok(await bindMount(source, target), 'bound');
+  const fresh = await readMountInfo();
+  const bound = fresh.find((m) => m.mountPoint === target)!;
+  // The fault: the table was read while the target's mount id still belonged to another, since unmounted, target.
+  const stale = fresh.map((m) => (m.id === bound.id ? { ...m, mountPoint: join(dirname(target), 'gone-pod', 'mount') } : m));
+  t.same(await mountAt(target, stale), bound, 'the mount at the target, from a fresh read');
+  t.ok(await isBindOf(target, source), 'and it is recognised as the bind mount of the volume');
+  t.ok(await unmount(target), 'unmounted');
 });
