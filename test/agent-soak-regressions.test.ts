@@ -7,19 +7,23 @@
 //  - the CSI server printed MaxListenersExceededWarning with more than ten
 //    calls in flight (each listens on the server's stop signal);
 //  - reconciles failed ERR_MOUNT_TABLE when a mount id named in a table read
-//    a moment earlier had been handed to a new mount since.
-import { spawn } from 'node:child_process';
+//    a moment earlier had been handed to a new mount since;
+//  - the CSI service's volume resolver kept every generation it ever
+//    resolved (the agent's heap grew with the cycles).
+import { execFileSync, spawn } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import t from 'tap';
 import { OPEN_FLAGS, readMountInfo } from '../lib/kernel/index.js';
-import { threadPoolSize } from '../lib/volume/index.js';
+import { VolumeResolver } from '../lib/agent/csi/volumes.js';
+import { prepare, recycle, threadPoolSize } from '../lib/volume/index.js';
 import { bindMount, isBindOf, mountAt, unmount } from '../lib/volume/mounts.js';
-import { kubeletTree, mountCapability, slotTable, startServer } from './fixtures/csi.js';
+import { handleOf, kubeletTree, mountCapability, NODE, slotTable, startServer } from './fixtures/csi.js';
 import { failure } from './fixtures/helpers.js';
 import { tmpfs } from './fixtures/scratch-fs.js';
+import { freshSlot } from './fixtures/volume-slot.js';
 
 function boundPair(t: Parameters<typeof tmpfs>[0]): { source: string; target: string } {
   const fs = tmpfs(t);
@@ -97,4 +101,22 @@ t.test('a mount table read before a mount id was reused still locates a target (
   t.same(await mountAt(target, stale), bound, 'the mount at the target, from a fresh read');
   t.ok(await isBindOf(target, source), 'and it is recognised as the bind mount of the volume');
   t.ok(await unmount(target), 'unmounted');
+});
+
+t.test('the CSI service remembers one volume per slot, however many generations it served', async (t) => {
+  const { slot, protector } = await freshSlot(t);
+  let volume = await prepare(slot, protector);
+  const resolver = new VolumeResolver(slotTable({ slot, protector }), NODE);
+  const generations = 5;
+  for (let i = 0; i < generations; i++) {
+    await resolver.resolve(handleOf(volume, protector));
+    // The fault: the next tenant, a new generation with a new handle, as every reclaim makes.
+    volume = (await recycle(volume, protector)).next;
+  }
+  await resolver.resolve(handleOf(volume, protector));
+  t.equal(resolver.remembered, 1, `one remembered volume after ${generations + 1} generations`);
+  // What it remembers the volume for still works: an unpublish of the current generation once the slot's disk is gone.
+  execFileSync('umount', ['-l', slot]);
+  const { volume: found } = await resolver.resolve(handleOf(volume, protector), { unpublish: true });
+  t.equal(found.generation, volume.generation, 'the current generation is still found for an unpublish');
 });
