@@ -45,7 +45,7 @@ t.test('unmount outlasts a passing pin of the target (an O_PATH fd, as a status 
   t.equal(await mountAt(target), undefined, 'nothing is mounted at the target');
 });
 
-t.test('a target a process really holds is still EBUSY, with the holder named', async (t) => {
+t.test('a target a process really holds is still EBUSY after the retries, with the holder named', async (t) => {
   const { source, target } = boundPair(t);
   t.ok(await bindMount(source, target), 'bound');
   const holder = spawn('sleep', ['600'], { cwd: target, stdio: 'ignore' });

@@ -149,21 +149,22 @@ export async function unmount(target: string): Promise<boolean> {
     if (result.ok) return true;
     if (/not mounted/i.test(result.stderr)) return false;
     if (!/busy/i.test(result.stderr)) throw new FscryptError(`umount '${at}' failed: ${result.stderr}`, { code: 'ERR_MOUNT_FAILED', path: at });
-    const blockers = await findBlockers(at).catch(() => []);
     // Any lookup of the target pins its mount while it lasts: slotStatus'
     // isBindOf holds an O_PATH fd on it for a few thread-pool round trips,
-    // and the agent's census and NodeGetVolumeStats call it at any time. A
-    // busy answer with nobody to name is such a passing pin (the soak,
-    // test/agent-soak.test.ts, failed unpublishes on it): try again shortly.
-    // A process that really holds the target is named at once.
-    if (blockers.length === 0 && attempt < TRANSIENT_BUSY_RETRIES_MS.length) {
+    // and the agent's own census and NodeGetVolumeStats call it at any time
+    // (the soak, test/agent-soak.test.ts, failed unpublishes on it). Such a
+    // pin is gone in moments, and a scan for holders may or may not catch it
+    // in the act, so every busy answer is tried again for a while; what
+    // still holds the target then is named.
+    if (attempt < TRANSIENT_BUSY_RETRIES_MS.length) {
       await new Promise((resolve) => setTimeout(resolve, TRANSIENT_BUSY_RETRIES_MS[attempt]));
       continue;
     }
+    const blockers = await findBlockers(at).catch(() => []);
     const held = blockers.length > 0 ? `; held by:\n${describeBlockers(blockers)}` : '';
     throw new FscryptError(`EBUSY: cannot unmount '${at}': target is busy${held}`, { code: 'EBUSY', path: at });
   }
 }
 
-/** Waits before each new umount of a target found busy with no holder to name (about 1.5 s in all). */
+/** Waits before each new umount of a busy target (about 1.5 s in all) before it is reported busy. */
 const TRANSIENT_BUSY_RETRIES_MS = [20, 50, 100, 200, 400, 800];
