@@ -50,8 +50,13 @@ export async function locate(path: string, mounts?: MountInfo[]): Promise<FsLoca
     const resolved = await readlink(`/proc/self/fd/${handle.fd}`);
     const id = mountIdOfFd(handle.fd);
     let mount = (mounts ?? (await readMountInfo())).find((m) => m.id === id);
-    // A mount made after `mounts` was read: read the table again.
-    if (mount === undefined && mounts !== undefined) mount = (await readMountInfo()).find((m) => m.id === id);
+    // A mount made after `mounts` was read: read the table again. Also when
+    // the id is there but elsewhere: the kernel hands a freed mount id to the
+    // next mount, so a table read before an unmount and a mount (kubelet
+    // churning pods) can name another mount point under this id; the soak
+    // (test/agent-soak.test.ts) met it as failed reconciles. The open fd
+    // pins its mount, so a table read now has the right entry.
+    if ((mount === undefined || !isWithin(resolved, mount.mountPoint)) && mounts !== undefined) mount = (await readMountInfo()).find((m) => m.id === id);
     if (mount === undefined) {
       throw new FscryptError(`mount ${id} of '${path}' is not in /proc/self/mountinfo (the mount table changed while it was read; retry)`, { code: 'ERR_MOUNT_TABLE', path });
     }

@@ -151,12 +151,15 @@ export async function unmount(target: string): Promise<boolean> {
     if (!/busy/i.test(result.stderr)) throw new FscryptError(`umount '${at}' failed: ${result.stderr}`, { code: 'ERR_MOUNT_FAILED', path: at });
     const blockers = await findBlockers(at).catch(() => []);
     // Busy with no other process holding it is this process itself, for a
-    // moment: a concurrent status or verify of the same target (isBindOf,
-    // locate) opens it O_PATH. That passes in milliseconds; a tenant's
-    // process does not, and is reported at once.
+    // moment: any lookup of the target pins its mount while it lasts
+    // (slotStatus' isBindOf holds an O_PATH fd on it for a few thread-pool
+    // round trips, and the agent's census and NodeGetVolumeStats call it at
+    // any time: the soak, test/agent-soak.test.ts, failed unpublishes on it).
+    // That passes in moments; a tenant's process does not, and is reported
+    // at once.
     const others = blockers.filter((b) => b.pid !== process.pid);
-    if (others.length === 0 && attempt < TRANSIENT_BUSY_RETRIES) {
-      await new Promise((resolve) => setTimeout(resolve, 10 << attempt));
+    if (others.length === 0 && attempt < TRANSIENT_BUSY_RETRIES_MS.length) {
+      await new Promise((resolve) => setTimeout(resolve, TRANSIENT_BUSY_RETRIES_MS[attempt]));
       continue;
     }
     const held = blockers.length > 0 ? `; held by:\n${describeBlockers(blockers)}` : '';
@@ -164,5 +167,5 @@ export async function unmount(target: string): Promise<boolean> {
   }
 }
 
-/** Retries of an unmount that is busy only because of this process (10 ms, doubling: 0.6 s in all). */
-const TRANSIENT_BUSY_RETRIES = 6;
+/** Waits before each new umount of a target busy only because of this process (about 1.5 s in all). */
+const TRANSIENT_BUSY_RETRIES_MS = [20, 50, 100, 200, 400, 800];

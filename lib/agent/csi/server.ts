@@ -13,6 +13,7 @@
 // one lifetime for all keeps it simple) and closes it, which wipes it, after
 // stop() has returned: stop() waits for the calls in flight, so no hook is
 // using a protector by then.
+import { setMaxListeners } from 'node:events';
 import { chmodSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { BusyLocks, type PendingLock } from './busy-locks.js';
@@ -129,6 +130,11 @@ export class CsiServer {
     this.#options = options;
     this.#log = safeLog(options.log ?? jsonLinesLog());
     this.#busyLocks = new BusyLocks({ log: this.#log, ...options.busyRetry });
+    // Every call in flight listens on the stop signal (and lets go when it
+    // ends): eleven at once is a busy node, not a leak, and Node's
+    // MaxListenersExceededWarning on stderr would say otherwise (the soak,
+    // test/agent-soak.test.ts, printed it with 8 volumes cycling).
+    setMaxListeners(0, this.#stopping.signal);
   }
 
   /** The socket path while started. */

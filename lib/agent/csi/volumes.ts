@@ -46,6 +46,13 @@ export class VolumeResolver {
    * under a published target, so lib/volume's lock can take the target down.
    */
   readonly #seen = new Map<string, Volume>();
+  /**
+   * The handle each slot's entry in #seen is for: one per slot, since only
+   * a slot's current generation can be published. Without it #seen kept
+   * every generation ever served (a new handle per tenant), which the soak
+   * (test/agent-soak.test.ts) saw as a heap that grew with the cycles.
+   */
+  readonly #seenOfSlot = new Map<string, string>();
 
   constructor(
     private readonly slots: SlotTable,
@@ -102,7 +109,15 @@ export class VolumeResolver {
     if (!volume.identifier.startsWith(handle.key)) {
       throw new CsiError('NOT_FOUND', `the handle names key ${handle.key}…, but ${volume.path} has key ${volume.identifier.slice(0, 16)}…: not the same volume`);
     }
+    const previous = this.#seenOfSlot.get(handle.slot);
+    if (previous !== undefined && previous !== volumeId) this.#seen.delete(previous);
+    this.#seenOfSlot.set(handle.slot, volumeId);
     this.#seen.set(volumeId, volume);
     return { handle, entry, volume };
+  }
+
+  /** How many volumes it remembers for an unpublish under a gone disk (at most one per slot). */
+  get remembered(): number {
+    return this.#seen.size;
   }
 }
