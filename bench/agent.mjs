@@ -1,9 +1,9 @@
 // bench/agent: the node agent at scale (issue 9). The real agent (runAgent
 // from dist/, as `fscrypt-local run` starts it, with its production timings:
 // 10 s discovery period, 5 s config period, 5 min resync) runs in a process
-// of its own (bench/lib/agent-process.mjs), as on a node, so that its RSS,
+// of its own (bench/lib/standins/agent-process.mjs), as on a node, so that its RSS,
 // event loop and CPU are its own; the fake Kubernetes API server of the
-// tests runs in another (bench/lib/fake-apiserver-process.mjs), and this
+// tests runs in another (bench/lib/standins/fake-apiserver-process.mjs), and this
 // process drives both, makes the slots and plays kubelet.
 //
 //   - the node: --slots (1000) slots, one StorageClass, file key source. The
@@ -13,7 +13,7 @@
 //     first-level mount point of hostDir. The publish targets live in a
 //     kubelet-like tree on a loop ext4 of their own.
 //   - the anchor: upstream's design, one serial discovery pass over the same
-//     hostDir against a fresh fake API server (bench/lib/upstream-discovery.mjs):
+//     hostDir against a fresh fake API server (bench/lib/standins/upstream-discovery.mjs):
 //     time to every PV created, without and with its 10 s discovery period
 //     (slots that appear while it sleeps wait for the next pass), and what
 //     client-go's default rate limit would add (computed, not slept).
@@ -27,13 +27,13 @@
 //     --idle (12) seconds of nothing but the agent's own timers (a discovery
 //     pass over every slot and config re-reads among them): RSS after a full
 //     GC, the peak RSS sampled every 50 ms, the event-loop delay
-//     (bench/lib/wait-probe.mjs, in the agent's process). The baseline is
+//     (bench/lib/measure/wait-probe.mjs, in the agent's process). The baseline is
 //     the agent's process after a GC just before runAgent(), its modules
 //     loaded.
 //   - publish: a few PVs bound in the fake server; NodePublishVolume /
 //     NodeUnpublishVolume over gRPC on the agent's CSI socket from a real
 //     grpc-js client in a worker thread of this process
-//     (bench/lib/csi-kubelet.mjs), one at a time (--runs cycles) and
+//     (bench/lib/standins/csi-kubelet.mjs), one at a time (--runs cycles) and
 //     --concurrency at once (--runs / concurrency rounds), p50/p99.
 //   - reclaim: --reclaim (100) PVs bound, their claims recorded by the
 //     agent, then all released at once in the fake server: time until as
@@ -69,16 +69,16 @@ import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { bindMany } from './lib/bind-mounts.mjs';
 import { ensurePackageBuilt } from './lib/build.mjs';
-import { startContentionMeter } from './lib/contention.mjs';
-import { startAgentProcess } from './lib/agent-process.mjs';
-import { startFakeApiServerProcess } from './lib/fake-apiserver-process.mjs';
-import { startPhaseContentionMeter } from './lib/phase-contention.mjs';
-import { startRetryingKubelet } from './lib/kubelet-retrying.mjs';
+import { startContentionMeter } from './lib/measure/contention.mjs';
+import { startAgentProcess } from './lib/standins/agent-process.mjs';
+import { startFakeApiServerProcess } from './lib/standins/fake-apiserver-process.mjs';
+import { startPhaseContentionMeter } from './lib/measure/phase-contention.mjs';
+import { startRetryingKubelet } from './lib/standins/kubelet-retrying.mjs';
 import { PreconditionError, requireCommand, requireExt4Encryption, requireRoot } from './lib/preflight.mjs';
 import { makeScratchExt4 } from './lib/scratch-fs.mjs';
-import { summarize } from './lib/stats.mjs';
-import { formatTable } from './lib/table.mjs';
-import { rateLimitedSeconds, UPSTREAM_DISCOVERY_PERIOD_MS, upstreamDiscoveryPass } from './lib/upstream-discovery.mjs';
+import { summarize } from './lib/measure/stats.mjs';
+import { formatTable } from './lib/measure/table.mjs';
+import { rateLimitedSeconds, UPSTREAM_DISCOVERY_PERIOD_MS, upstreamDiscoveryPass } from './lib/standins/upstream-discovery.mjs';
 
 const GOAL_RSS_MIB = 150;
 const GOAL_COLD_START_MS = 60_000;

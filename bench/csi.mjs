@@ -1,7 +1,7 @@
 // bench/csi: what kubelet waits for (issue 8). NodePublishVolume and
 // NodeUnpublishVolume over real gRPC, against the real CsiServer (dist/), with
 // a real grpc-js client on the unix socket (authority localhost) in a worker
-// thread of its own (bench/lib/csi-kubelet.mjs, kubelet's stand-in).
+// thread of its own (bench/lib/standins/csi-kubelet.mjs, kubelet's stand-in).
 //
 //   - the slots: --volumes (32) of them, each a subdirectory of one of a few
 //     loop ext4 -O encrypt filesystems bind-mounted on itself (a slot is a
@@ -32,7 +32,7 @@
 //     same server code (rpc.ts's unary wrapper, the same request and target
 //     checks, the same VolumeResolver, slot lock, slot state reads and
 //     durable writes, mount helpers) with lib/volume's unlock and lock less
-//     everything about encryption (bench/lib/csi-plain-node.mjs says exactly
+//     everything about encryption (bench/lib/standins/csi-plain-node.mjs says exactly
 //     what). It publishes an unencrypted directory of a slot like the
 //     others. encrypted p50 / plain p50 is what encryption costs a publish.
 //   - the gRPC round trip alone: a NodeGetCapabilities (no I/O) before each
@@ -45,7 +45,7 @@
 //     own filesystem. Only calls made entirely while the deletion ran count;
 //     how long it took, and how much of it the calls covered, is reported.
 //     Whether the calls wait for the server process itself is sampled in
-//     every phase (bench/lib/wait-probe.mjs): the event loop's delay and a
+//     every phase (bench/lib/measure/wait-probe.mjs): the event loop's delay and a
 //     thread-pool round trip of an fs call that touches no disk.
 //
 // The thread pool is what the agent should run with: UV_THREADPOOL_SIZE=64
@@ -73,14 +73,14 @@ import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { BUILT_ENV, ensurePackageBuilt } from './lib/build.mjs';
 import { onCleanup } from './lib/cleanup.mjs';
-import { startContentionMeter } from './lib/contention.mjs';
-import { startKubelet } from './lib/csi-kubelet.mjs';
+import { startContentionMeter } from './lib/measure/contention.mjs';
+import { startKubelet } from './lib/standins/csi-kubelet.mjs';
 import { PreconditionError, requireCommand, requireExt4Encryption, requireRoot } from './lib/preflight.mjs';
 import { makeScratchExt4 } from './lib/scratch-fs.mjs';
-import { summarize } from './lib/stats.mjs';
-import { formatTable } from './lib/table.mjs';
+import { summarize } from './lib/measure/stats.mjs';
+import { formatTable } from './lib/measure/table.mjs';
 import { reexecWithThreadPool } from './lib/thread-pool.mjs';
-import { startWaitProbe } from './lib/wait-probe.mjs';
+import { startWaitProbe } from './lib/measure/wait-probe.mjs';
 
 const GOAL_RATIO = 2;
 const GOAL_P99_MS = 10;
@@ -297,8 +297,8 @@ async function main() {
   if (await reexecWithThreadPool(SERVICE_THREADPOOL_SIZE, { [BUILT_ENV]: '1' })) return;
   const lib = await import('../dist/index.js');
   const csi = await import('../dist/agent/csi/index.js');
-  const { startPlainNodeServer, plainSlotState } = await import('./lib/csi-plain-node.mjs');
-  const { writeSlotState } = await import('../dist/volume/slot-state.js');
+  const { startPlainNodeServer, plainSlotState } = await import('./lib/standins/csi-plain-node.mjs');
+  const { writeSlotState } = await import('../dist/volume/slot/slot-state.js');
   for (const name of ['initSlot', 'openSlotProtector', 'prepare', 'unlock', 'lock', 'erase', 'TrashCollector', 'parseKeySource']) {
     if (typeof lib[name] !== 'function') throw new Error(`dist/index.js does not export ${name}: run npm run build`);
   }
@@ -535,7 +535,7 @@ function buildReport({ json, ...parameters }, m) {
     },
     parameters: { ...parameters, rounds: m.rounds, filesystems: m.filesystems, slotsPerFilesystem: SLOTS_PER_FILESYSTEM, filesPerDir: FILES_PER_DIR },
     configurations,
-    // How long the server process made work wait, sampled through each phase (bench/lib/wait-probe.mjs).
+    // How long the server process made work wait, sampled through each phase (bench/lib/measure/wait-probe.mjs).
     waits: m.waits,
     ratios,
     deletion: m.deletion,
@@ -570,7 +570,7 @@ function printReport(report) {
   lines.push(`bench/csi  Linux ${report.machine.kernel}, ${report.machine.cpus} CPUs (${report.machine.cpu}), Node ${report.machine.node}, UV_THREADPOOL_SIZE ${report.machine.threadPool}`);
   lines.push(`CSI node calls over gRPC on the unix socket (client in a worker thread), ${p.volumes} slots on ${p.filesystems} loop ext4 -O encrypt filesystems, file key source.`);
   lines.push(`one at a time: ${p.runs} publish/unpublish cycles; in flight: ${p.rounds} rounds of ${p.volumes} publishes at once, then their unpublishes. Encrypted and plain interleaved.`);
-  lines.push('plain = the same server path publishing an unencrypted directory (bench/lib/csi-plain-node.mjs). Times in ms; parts are medians of each part, so they need not add up.');
+  lines.push('plain = the same server path publishing an unencrypted directory (bench/lib/standins/csi-plain-node.mjs). Times in ms; parts are medians of each part, so they need not add up.');
   const l = report.load;
   lines.push(
     `Load: other processes used ${l.otherCpuPercent}% of the CPUs during the run, the hypervisor took ${l.stealPercent}% (steal), kernel threads ${l.kernelCpuPercent}% ` +

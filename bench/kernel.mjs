@@ -27,11 +27,11 @@ import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { ensurePackageBuilt, compileC } from './lib/build.mjs';
 import { onCleanup } from './lib/cleanup.mjs';
-import { startContentionMeter } from './lib/contention.mjs';
+import { startContentionMeter } from './lib/measure/contention.mjs';
 import { hasCommand, PreconditionError, requireCommand, requireExt4Encryption, requireRoot } from './lib/preflight.mjs';
 import { makeScratchExt4 } from './lib/scratch-fs.mjs';
-import { median, summarize } from './lib/stats.mjs';
-import { formatTable } from './lib/table.mjs';
+import { median, summarize } from './lib/measure/stats.mjs';
+import { formatTable } from './lib/measure/table.mjs';
 
 const OPERATIONS = ['addKey', 'getKeyStatus', 'setPolicy', 'removeKey'];
 const JOBS = ['encrypt', 'unlock', 'lock', 'status'];

@@ -25,11 +25,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { ensurePackageBuilt } from './lib/build.mjs';
-import { startContentionMeter } from './lib/contention.mjs';
+import { startContentionMeter } from './lib/measure/contention.mjs';
 import { hasCommand, PreconditionError, requireExt4Encryption, requireRoot } from './lib/preflight.mjs';
 import { makeScratchExt4 } from './lib/scratch-fs.mjs';
-import { summarize } from './lib/stats.mjs';
-import { formatTable } from './lib/table.mjs';
+import { summarize } from './lib/measure/stats.mjs';
+import { formatTable } from './lib/measure/table.mjs';
 
 const TARGET_UNLOCK_ONE_MORE_MS = 1;
 const DEFAULTS = { iterations: 2000, opens: 200, kdfRuns: 10, cliRuns: 10 };

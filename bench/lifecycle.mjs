@@ -48,11 +48,11 @@ import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { ensurePackageBuilt } from './lib/build.mjs';
 import { onCleanup } from './lib/cleanup.mjs';
-import { startContentionMeter } from './lib/contention.mjs';
+import { startContentionMeter } from './lib/measure/contention.mjs';
 import { PreconditionError, requireCommand, requireExt4Encryption, requireRoot } from './lib/preflight.mjs';
 import { makeScratchExt4 } from './lib/scratch-fs.mjs';
-import { median } from './lib/stats.mjs';
-import { formatTable } from './lib/table.mjs';
+import { median } from './lib/measure/stats.mjs';
+import { formatTable } from './lib/measure/table.mjs';
 
 // The bounds.
 const MIN_SPEEDUP = 100;

@@ -44,12 +44,12 @@ export type { OpenProtector } from './keys/open-protector.js';
 export { DEFAULT_ARGON2_COSTS } from './keys/sources/passphrase.js';
 
 // lib/volume: slots and the volume lifecycle hooks.
-export { erase, type EraseResult } from './volume/erase.js';
-export { HOOK_STEPS, type HookName, type HookOptions, type ProgressEvent, type StepName, type Volume } from './volume/hook-options.js';
-export { adminLock, lock, type LockOptions, type LockResult } from './volume/lock.js';
-export { prepare, type PrepareOptions } from './volume/prepare.js';
-export { reconcile, type ReconcileOptions, type ReconcileReport } from './volume/reconcile.js';
-export { recycle, type RecycleResult } from './volume/recycle.js';
+export { erase, type EraseResult } from './volume/hooks/erase.js';
+export { HOOK_STEPS, type HookName, type HookOptions, type ProgressEvent, type StepName, type Volume } from './volume/hooks/hook-options.js';
+export { adminLock, lock, type LockOptions, type LockResult } from './volume/hooks/lock.js';
+export { prepare, type PrepareOptions } from './volume/hooks/prepare.js';
+export { reconcile, type ReconcileOptions, type ReconcileReport } from './volume/hooks/reconcile.js';
+export { recycle, type RecycleResult } from './volume/hooks/recycle.js';
 export {
   initSlot,
   openSlotProtector,
@@ -60,8 +60,8 @@ export {
   type RotateOptions,
   type SlotInfo,
   type SlotStatus,
-} from './volume/slot.js';
-export type { VolumePhase } from './volume/slot-state.js';
-export { TrashCollector, type TrashCollectorOptions, type TrashStatus } from './volume/tree-remover-trash.js';
-export { adminUnlock, unlock, type TargetOptions, type UnlockResult } from './volume/unlock.js';
-export type { Blocker } from './volume/blockers.js';
+} from './volume/slot/slot.js';
+export type { VolumePhase } from './volume/slot/slot-state.js';
+export { TrashCollector, type TrashCollectorOptions, type TrashStatus } from './volume/trash/tree-remover-trash.js';
+export { adminUnlock, unlock, type TargetOptions, type UnlockResult } from './volume/hooks/unlock.js';
+export type { Blocker } from './volume/mounts/blockers.js';

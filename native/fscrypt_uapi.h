@@ -138,7 +138,7 @@ constexpr unsigned long kGetNonce = _IOR('f', 27, uint8_t[kNonceSize]);
 // a check that the structs above have the kernel's sizes and that each macro
 // is the one the kernel header uses. Elsewhere the numbers differ, e.g. on
 // powerpc SET_ENCRYPTION_POLICY is 0x400c6613, and come from that
-// architecture's macros; test/kernel-uapi.test.ts compiles this header
+// architecture's macros; test/kernel/uapi.test.ts compiles this header
 // against powerpc's encoding to show that they do.
 #if defined(__x86_64__) || defined(__aarch64__)
 static_assert(kSetPolicy == 0x800c6613, "FS_IOC_SET_ENCRYPTION_POLICY is 0x800c6613 on x86-64 and arm64");

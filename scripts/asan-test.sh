@@ -140,7 +140,7 @@ fi
 if [ "$#" -gt 0 ]; then
   tests=("$@")
 else
-  tests=(test/kernel-*.test.ts test/keys-slot.test.ts test/volume-state.test.ts test/volume-lifecycle.test.ts)
+  tests=(test/kernel/*.test.ts test/keys/slot.test.ts test/volume/state.test.ts test/volume/lifecycle.test.ts)
 fi
 echo "== asan: ${#tests[@]} test files with $libasan preloaded"
 output=$(mktemp)
@@ -167,7 +167,7 @@ passed=$(( $(count pass) + checks_passed ))
 failed=$(( $(count fail) + $(count skip) + $(count todo) + checks_failed ))
 # A non-zero exit with no failed point (a crashed file, an ASan abort tap did not count) is still a failure.
 if [ "$tap_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
-# The campaign's figures (test/fixtures/campaign.ts), when asked for.
+# The campaign's figures (test/fixtures/campaign/campaign.ts), when asked for.
 if [ -n "${FSCRYPT_LOCAL_FIGURES:-}" ]; then
   figure() { printf '{"area":"asan","name":"%s","value":%s,"command":"scripts/asan-test.sh","node":"%s"}\n' "$1" "$2" "$(node --version)" >>"$FSCRYPT_LOCAL_FIGURES"; }
   figure "test files run under AddressSanitizer" "${#tests[@]}"

@@ -1,6 +1,6 @@
 // A scratch ext4 filesystem with the encrypt feature on a loop device, in a
 // fresh temp directory, made the way the tests make theirs
-// (test/fixtures/scratch-fs.ts). Nothing outside that directory is touched,
+// (test/fixtures/system/scratch-fs.ts). Nothing outside that directory is touched,
 // and it is unmounted and deleted on exit or on a signal. Keys added to it
 // vanish with the unmount.
 import { execFileSync } from 'node:child_process';

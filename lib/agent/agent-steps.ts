@@ -2,13 +2,13 @@
 // agent performs, by operation, derived from the constants the code reports
 // (lib/volume's HOOK_STEPS plus the agent's own PV and claim steps). The
 // crash tests (test/agent-crash-*.test.ts) SIGKILL the agent after each one,
-// and test/agent-crash-steps.test.ts proves a full run of each operation
+// and test/crash/agent-steps.test.ts proves a full run of each operation
 // reports exactly its list, so a step added to a hook or to the agent is
 // crashed without anyone remembering to list it.
 //
 // The observer is a test-only fault switch: runAgent and Agent take it as a
 // programmatic option, and `fscrypt-local run` has no flag or variable that
-// reaches it (test/agent-crash-switch.test.ts), so production never has one.
+// reaches it (test/crash/agent-switch.test.ts), so production never has one.
 import { HOOK_STEPS, type StepName } from '../volume/index.js';
 
 export const AGENT_STEPS = {

@@ -31,7 +31,7 @@ export function parseMountInfo(text: string): MountInfo[] {
     const separator = fields.indexOf('-', 6);
     // The three fields after the separator must be there: a line cut short
     // with optional fields passed a length check of 10 and then threw on
-    // the missing source (found by test/fuzz-mountinfo.test.ts).
+    // the missing source (found by test/fuzz/mountinfo.test.ts).
     if (separator < 0 || fields.length < separator + 4) continue;
     mounts.push({
       id: Number(fields[0]),

@@ -2,7 +2,7 @@
 //
 // crypto.hkdfSync copies its input key into a KeyObject, which keeps the key
 // in native memory until the garbage collector happens to free the object
-// (test/keys-memory.test.ts found a KEK, a protector key and a policy key
+// (test/keys/memory.test.ts found a KEK, a protector key and a policy key
 // there after close()). An Hmac frees its state, cleansed by OpenSSL, as soon
 // as digest() returns, and every intermediate value here is a secret Buffer
 // that is wiped before returning. The output is a secret Buffer the caller
@@ -52,7 +52,7 @@ export function hkdf(hash: HashName, ikm: Uint8Array, salt: Uint8Array, info: Ui
 
 // fscrypt's key identifier: HKDF-SHA512(key, salt = 64 zero bytes,
 // info = "fscrypt\0" || HKDF_CONTEXT_KEY_IDENTIFIER (1)), 16 bytes. The same
-// value as lib/kernel's keyIdentifier (test/keys-format.test.ts checks), for
+// value as lib/kernel's keyIdentifier (test/keys/format.test.ts checks), for
 // the paths in lib/keys that hold a policy key.
 const IDENTIFIER_INFO = Buffer.from('fscrypt\0\x01', 'latin1');
 const IDENTIFIER_SALT = Buffer.alloc(64);

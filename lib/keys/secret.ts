@@ -9,7 +9,7 @@
 // garbage collector copies it whenever it moves the object, and the first
 // time native code needs its address V8 copies it out again; every such copy
 // left behind is unreachable and cannot be wiped. An ArrayBuffer's backing
-// store never moves (test/keys-memory.test.ts finds the difference).
+// store never moves (test/keys/memory.test.ts finds the difference).
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { FscryptError } from '../kernel/index.js';

@@ -1,5 +1,5 @@
 // The one table from the library's error codes to gRPC status codes
-// (docs/errors.md has it as a column; test/errors-table.test.ts holds the two
+// (docs/errors.md has it as a column; test/package/errors-table.test.ts holds the two
 // together), and the error a node RPC answers with. Every FscryptLocalCode
 // must have a row (the type says so); the errnos a hook can report follow;
 // anything else is INTERNAL.

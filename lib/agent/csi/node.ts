@@ -21,7 +21,7 @@ import { realpath, statfs } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isFscryptError } from '../../kernel/errors.js';
 import { lock, slotStatus, unlock, type Blocker, type ProgressEvent, type StepName } from '../../volume/index.js';
-import { mountAt } from '../../volume/mounts.js';
+import { mountAt } from '../../volume/mounts/mounts.js';
 import type { BusyLocks } from './busy-locks.js';
 import { CsiError } from './errors.js';
 import type { CsiLog } from './log.js';

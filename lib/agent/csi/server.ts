@@ -133,7 +133,7 @@ export class CsiServer {
     // Every call in flight listens on the stop signal (and lets go when it
     // ends): eleven at once is a busy node, not a leak, and Node's
     // MaxListenersExceededWarning on stderr would say otherwise (the soak,
-    // test/agent-soak.test.ts, printed it with 8 volumes cycling).
+    // test/agent/soak.test.ts, printed it with 8 volumes cycling).
     setMaxListeners(0, this.#stopping.signal);
   }
 

@@ -50,7 +50,7 @@ export class VolumeResolver {
    * The handle each slot's entry in #seen is for: one per slot, since only
    * a slot's current generation can be published. Without it #seen kept
    * every generation ever served (a new handle per tenant), which the soak
-   * (test/agent-soak.test.ts) saw as a heap that grew with the cycles.
+   * (test/agent/soak.test.ts) saw as a heap that grew with the cycles.
    */
   readonly #seenOfSlot = new Map<string, string>();
 

@@ -1,0 +1,12 @@
+// Crash safety, recovery by retry ("Idempotency as documented"), part 1: a
+// child running the hook is killed with SIGKILL right after each of its steps
+// (test/fixtures/crash/crash-matrix.ts derives them from HOOK_STEPS); with no
+// reconcile first, the same call is made again with the same arguments and
+// must return what the hook documents, then DESIGN's invariants 1-4 must hold
+// and the slot must still work end to end (test/fixtures/crash/crash-retry.ts).
+// 30 crash points: init-slot 3, prepare 9, unlock 3, admin-unlock 2, lock 3,
+// admin-lock 5, erase 5.
+import t from 'tap';
+import { retryMatrix } from '../fixtures/crash/crash-retry.js';
+
+await retryMatrix(t, 1, 30);
