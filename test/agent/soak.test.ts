@@ -23,7 +23,8 @@
 //    load and not with the cycles, and is bounded by the volumes; a leak
 //    is not.
 //  - RSS and heap: sampled after a full collection in the child, so garbage
-//    does not count. RSS_SLACK_MIB (40 MiB) between the quartile medians:
+//    does not count. RSS_SLACK_MIB (40 MiB) between the medians of the third
+//    and the last quarter (after warm-up):
 //    a process that leaks nothing still grows its RSS by tens of MiB after
 //    start-up, since V8 sizes its old space and semi-spaces to the working
 //    set and does not hand pages back at once, glibc gives each thread-pool
@@ -36,7 +37,7 @@
 // No timing is asserted: the figures are counts and sizes.
 import t from 'tap';
 import { recordFigure, soakMs } from '../fixtures/campaign/campaign.js';
-import { quartileMedians, runSoak, type Sample } from '../fixtures/campaign/soak.js';
+import { median, quartileMedians, runSoak, type Sample } from '../fixtures/campaign/soak.js';
 
 const COMMAND = 'npx tap test/agent/soak.test.ts';
 const LONG_COMMAND = 'FSCRYPT_LOCAL_SOAK_SECONDS=14400 npx tap -t0 test/agent/soak.test.ts';
@@ -78,7 +79,14 @@ t.test('concurrent publish, unpublish and release cycles through the agent leak 
   const fdDiagnosis = `fd kinds before: ${kinds(report.fdKinds.before)}\nafter: ${kinds(report.fdKinds.after)}`;
   t.ok(fds.last <= fds.first + FD_SLACK, `fds: last-quarter median ${fds.last} within ${FD_SLACK} of the first quarter's ${fds.first}`, { diagnostic: fds.last > fds.first + FD_SLACK, fdDiagnosis });
   t.ok(report.idleFds.after <= report.idleFds.before + IDLE_FD_SLACK, `fds of the idle agent: ${report.idleFds.after} after the last cycle, ${report.idleFds.before} before the first (within ${IDLE_FD_SLACK})`, { fdDiagnosis });
-  t.ok(rss.last <= rss.first + RSS_SLACK_MIB, `RSS: last-quarter median ${rss.last.toFixed(1)} MiB within ${RSS_SLACK_MIB} MiB of the first quarter's ${rss.first.toFixed(1)} MiB`);
+  // RSS after warm-up: the third quarter against the last. Node 24's RSS
+  // climbed by ~110 MiB over the first half of a 90 s run with the collected
+  // heap flat (175.9 -> 178.0 MiB): native pages the allocator and V8 keep,
+  // not objects. A leak keeps climbing through the second half; warm-up does not.
+  const rssValues = report.samples.map((s) => s.rssBytes / MIB);
+  const quarter = Math.max(1, Math.floor(rssValues.length / 4));
+  const rssThird = median(rssValues.slice(rssValues.length - 2 * quarter, rssValues.length - quarter));
+  t.ok(rss.last <= rssThird + RSS_SLACK_MIB, `RSS after warm-up: last-quarter median ${rss.last.toFixed(1)} MiB within ${RSS_SLACK_MIB} MiB of the third quarter's ${rssThird.toFixed(1)} MiB (first quarter ${rss.first.toFixed(1)} MiB)`);
   t.ok(heap.last <= heap.first + HEAP_SLACK_MIB, `heap after a collection: last-quarter median ${heap.last.toFixed(1)} MiB within ${HEAP_SLACK_MIB} MiB of the first quarter's ${heap.first.toFixed(1)} MiB`);
 
   const perVolume = Object.values(report.cyclesPerVolume);
@@ -105,7 +113,7 @@ t.test('concurrent publish, unpublish and release cycles through the agent leak 
   figure('key statuses checked', report.keysChecked);
   figure('fd: first/last quartile median', `${fds.first}/${fds.last}`);
   figure('fd of the idle agent: before the first cycle/after the last', `${report.idleFds.before}/${report.idleFds.after}`);
-  figure('RSS MiB: first/last quartile median', `${rss.first.toFixed(1)}/${rss.last.toFixed(1)}`);
+  figure('RSS MiB: first/third/last quartile median', `${rss.first.toFixed(1)}/${rssThird.toFixed(1)}/${rss.last.toFixed(1)}`);
   figure('heap MiB after GC: first/last quartile median', `${heap.first.toFixed(1)}/${heap.last.toFixed(1)}`);
   figure('keys leaked', report.keysLeaked);
   figure('mounts leaked', report.mountsLeaked);
