@@ -21,13 +21,16 @@ const { version } = JSON.parse(await readFile(new URL('../../package.json', impo
 await writeFile(join(js, 'package.json'), `${JSON.stringify({ type: 'module', version })}\n`);
 
 // The recorder: what runAgent was called with (each option's type, and its value when it is plain data), then a SIGTERM to itself so the command returns.
+// A signal handler does not hold the event loop open, and the signal arrives asynchronously after process.kill: the recorder holds the loop
+// open until stop() the way the real agent's servers do, or the process may drain and exit 13 (unsettled top-level await) before SIGTERM lands.
 await writeFile(
   join(js, 'lib/agent/run-agent.js'),
   `export async function runAgent(options) {
   const seen = Object.fromEntries(Object.entries(options).map(([k, v]) => [k, { type: typeof v, value: typeof v === 'function' ? undefined : v }]));
   process.stdout.write('RUN-AGENT ' + JSON.stringify(seen) + '\\n');
+  const alive = setInterval(() => undefined, 1000);
   setTimeout(() => process.kill(process.pid, 'SIGTERM'), 100);
-  return { stop: async () => undefined };
+  return { stop: async () => clearInterval(alive) };
 }
 `,
 );
