@@ -15,6 +15,8 @@ export {
   resolveVolume,
   rotateKeySource,
   slotStatus,
+  slotStatusIfIdle,
+  type IdleStatusOptions,
   type InitSlotOptions,
   type RotateOptions,
   type SlotInfo,

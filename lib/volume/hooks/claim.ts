@@ -22,7 +22,7 @@ export interface ClaimResult {
 
 /** Marks the slot's current volume as claimed by a tenant. Idempotent. */
 export async function claim(volume: Volume, options: Pick<HookOptions, 'signal' | 'lockTimeoutMs'> = {}): Promise<ClaimResult> {
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('claim', volume, options, async () => {
     const state = await readSlotState(volume.slot);
     const record = await currentRecord(state, volume, 'claim');
     if (record.claimed === true) return { recorded: false };

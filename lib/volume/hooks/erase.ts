@@ -25,7 +25,7 @@ export interface EraseResult {
  * finished.
  */
 export async function erase(volume: Volume, options: HookOptions = {}): Promise<EraseResult> {
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('erase', volume, options, async () => {
     const state = await readSlotState(volume.slot);
     if (state.retiring?.generation === volume.generation) {
       return { erased: volume.name, trash: await finishRetiring(volume.slot, state, options) };

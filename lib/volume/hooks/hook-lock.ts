@@ -5,15 +5,20 @@
 // path and remedy, never as something a caller cannot map.
 import { constants } from 'node:os';
 import { asFscryptError, FscryptError } from '../../kernel/index.js';
-import type { HookOptions, Volume } from './hook-options.js';
+import { emit, type HookOptions, type Volume } from './hook-options.js';
 import { withSlotLock } from '../slot/slot-lock.js';
 
-/** Runs a hook's body holding the slot's lock. */
-export async function withHookLock<T>(slot: string, options: HookOptions, fn: () => Promise<T>): Promise<T> {
+/**
+ * Runs a hook's body holding the slot's lock. A hook that has to wait says
+ * so and for whom (a progress note): an admin's command behind the agent's
+ * lock retrying busy files would otherwise sit silent for half a minute.
+ */
+export async function withHookLock<T>(hook: string, slot: string, options: HookOptions, fn: () => Promise<T>): Promise<T> {
   return asHookError(() =>
     withSlotLock(slot, fn, {
       ...(options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onWait: (holder) => emit(options, { hook, kind: 'note', message: `waiting for slot ${slot}: ${holder} holds it` }),
     }),
   );
 }
@@ -25,8 +30,8 @@ export async function withHookLock<T>(slot: string, options: HookOptions, fn: ()
  * each waiter's lookups would hang too, and hold pool threads that its own
  * timeout could not give back (thread-pool.ts).
  */
-export function withVolumeLock<T>(volume: Volume, options: HookOptions, fn: () => Promise<T>): Promise<T> {
-  return withHookLock(volume.slot, options, fn);
+export function withVolumeLock<T>(hook: string, volume: Volume, options: HookOptions, fn: () => Promise<T>): Promise<T> {
+  return withHookLock(hook, volume.slot, options, fn);
 }
 
 /** Runs `fn`, turning any system error it throws into a FscryptError. */

@@ -48,7 +48,7 @@ export async function lock(volume: Volume, target: string, options: HookOptions 
   }
   const gone = await slotGone(volume.slot);
   if (gone) return asHookError(() => lockOrphanedTarget(volume, target, gone, options));
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('lock', volume, options, async () => {
     const state = await readSlotState(volume.slot);
     if (!isCurrent(state, volume)) return lockStale(volume, state, target, options);
     const record = await currentRecord(state, volume, 'lock');
@@ -78,7 +78,7 @@ export async function lock(volume: Volume, target: string, options: HookOptions 
  * unless `force`, which unmounts them first. Clears an admin unlock.
  */
 export async function adminLock(volume: Volume, options: LockOptions = {}): Promise<LockResult> {
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('admin-lock', volume, options, async () => {
     const state = await readSlotState(volume.slot);
     const record = await currentRecord(state, volume, 'lock');
     const published = await stillPublished(volume, record.targets);

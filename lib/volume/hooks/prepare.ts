@@ -24,7 +24,7 @@ export type PrepareOptions = GenerationOptions;
 export async function prepare(root: string, protector: OpenProtector, options: PrepareOptions = {}): Promise<Volume> {
   checkMode(options);
   const slot = await asHookError(() => slotRoot(root));
-  return withHookLock(slot, options, async () => {
+  return withHookLock('prepare', slot, options, async () => {
     const state = await readSlotState(slot);
     if (state.volume?.phase === 'ready' && state.retiring === undefined) return verified(volumeOf(slot, state)!);
     return prepareLocked(slot, await recoverInterrupted(slot, state, options), protector, options);

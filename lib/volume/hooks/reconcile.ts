@@ -67,7 +67,7 @@ export async function reconcile(root: string, protector?: OpenProtector, options
     }
   };
 
-  await withHookLock(slot, options, async () => {
+  await withHookLock('reconcile', slot, options, async () => {
     if (await removeStaleStateTemp(slot).catch(() => false)) note('removed a stale temporary state file');
     let state = await readSlotState(slot, options.usePreviousState ? { usePreviousState: true } : {});
     if (options.usePreviousState) {

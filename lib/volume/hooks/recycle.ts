@@ -37,7 +37,7 @@ export async function recycle(volume: Volume, protector: OpenProtector, options:
   checkMode(options);
   const trash = options.trash ?? defaultTrash();
   const withTrash = { ...options, trash };
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('recycle', volume, options, async () => {
     const slot = volume.slot;
     const state = await recoverInterrupted(slot, await readSlotState(slot), withTrash);
     const current = state.volume;

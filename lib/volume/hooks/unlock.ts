@@ -44,7 +44,7 @@ export async function unlock(volume: Volume, protector: OpenProtector, target: T
   }
   if (target.readonly !== undefined && typeof target.readonly !== 'boolean') throw FscryptError.invalidArgument('target.readonly must be a boolean');
   const wanted: TargetRecord = { path: target.path, readonly: target.readonly === true };
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('unlock', volume, options, async () => {
     const state = await readSlotState(volume.slot);
     const record = await currentRecord(state, volume, 'unlock');
     await verifyVolumeDirectory(volume, 'unlock');
@@ -83,7 +83,7 @@ export async function unlock(volume: Volume, protector: OpenProtector, target: T
  * and reconcile leave alone until an explicit adminLock.
  */
 export async function adminUnlock(volume: Volume, protector: OpenProtector, options: HookOptions = {}): Promise<UnlockResult> {
-  return withVolumeLock(volume, options, async () => {
+  return withVolumeLock('admin-unlock', volume, options, async () => {
     const state = await readSlotState(volume.slot);
     const record = await currentRecord(state, volume, 'unlock');
     await verifyVolumeDirectory(volume, 'unlock');

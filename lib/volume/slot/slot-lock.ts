@@ -9,6 +9,11 @@
 // The wait is bounded from the moment of the call, queue included: a caller
 // behind a hung hook (a frozen disk) gets ERR_SLOT_LOCKED or ERR_ABORTED in
 // time, leaves the queue, and the callers behind it keep their places.
+//
+// A read that must not overlap a hook (the agent's census: an open fd on a
+// volume directory during a lock's REMOVE_KEY leaves the key incompletely
+// removed) takes the lock only if it is free, withSlotLockIfFree, and never
+// waits: a hook that comes meanwhile waits for that one read instead.
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -20,6 +25,8 @@ export interface SlotLockOptions {
   timeoutMs?: number;
   /** Stops waiting (ERR_ABORTED) when it fires. */
   signal?: AbortSignal;
+  /** Told once, when the call has to wait for the slot, with who holds it (for progress). */
+  onWait?(holder: string): void;
 }
 
 interface Queue {
@@ -33,9 +40,10 @@ const queues = new Map<string, Queue>();
 export async function withSlotLock<T>(root: string, fn: () => Promise<T>, options: SlotLockOptions = {}): Promise<T> {
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
   throwIfAborted(root, options.signal);
-  await enter(root, deadline, options.signal);
+  const onWait = once(options.onWait);
+  await enter(root, deadline, options.signal, onWait);
   try {
-    const handle = await acquireFileLock(root, deadline, options.signal);
+    const handle = await acquireFileLock(root, deadline, options.signal, onWait);
     try {
       return await fn();
     } finally {
@@ -44,6 +52,44 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
   } finally {
     leave(root);
   }
+}
+
+/**
+ * Runs `fn` holding the slot's lock if no one holds it or waits for it,
+ * in this process or another; undefined, without waiting, if someone does.
+ * The lock file is opened read-only and the holder is not noted: a read
+ * writes nothing to the slot (on a frozen filesystem a write would block
+ * until the thaw, with the slot held all that time). A waiter that times
+ * out behind such a read may so name an earlier holder; only a hung disk
+ * can make a status read last that long.
+ */
+export async function withSlotLockIfFree<T>(root: string, fn: () => Promise<T>): Promise<{ value: T } | undefined> {
+  if (queues.get(root)?.held === true) return undefined;
+  queues.set(root, { held: true, waiters: [] });
+  try {
+    const handle = await tryFileLock(root);
+    if (handle === 'taken') return undefined;
+    try {
+      return { value: await fn() };
+    } finally {
+      await handle?.close();
+    }
+  } finally {
+    leave(root);
+  }
+}
+
+function once(fn: ((holder: string) => void) | undefined): (holder: () => Promise<string> | string) => Promise<void> {
+  let told = false;
+  return async (holder) => {
+    if (told || fn === undefined) return;
+    told = true;
+    try {
+      fn(await holder());
+    } catch {
+      // A progress observer never decides the call's outcome.
+    }
+  };
 }
 
 export function abortedError(root: string, signal: AbortSignal): FscryptError {
@@ -61,7 +107,7 @@ export function throwIfAborted(root: string, signal: AbortSignal | undefined): v
 }
 
 /** Takes this process's turn on the slot, in call order. */
-function enter(root: string, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+function enter(root: string, deadline: number, signal: AbortSignal | undefined, onWait: (holder: () => string) => Promise<void>): Promise<void> {
   let queue = queues.get(root);
   if (queue === undefined) {
     queue = { held: false, waiters: [] };
@@ -94,6 +140,7 @@ function enter(root: string, deadline: number, signal: AbortSignal | undefined):
     }
     q.waiters.push(onTurn);
     signal?.addEventListener('abort', onAbort, { once: true });
+    void onWait(() => 'an earlier call of this process');
   });
 }
 
@@ -140,23 +187,26 @@ const OPEN_FLAGS = constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOC
  * file is opened read-only (flock works on any descriptor), so that lock
  * can still take a key out of the kernel there; without a lock file on a
  * read-only slot there is no lock, and none is needed (nothing can change
- * the slot). Returns undefined then.
+ * the slot). Returns undefined then. For a read (`read`: withSlotLockIfFree)
+ * the file is only ever opened read-only, and a missing one is no lock too.
  */
-async function openLockFile(root: string, lockFile: string): Promise<{ handle: FileHandle; writable: boolean } | undefined> {
+async function openLockFile(root: string, lockFile: string, mode: 'write' | 'read' = 'write'): Promise<{ handle: FileHandle; writable: boolean } | undefined> {
   let handle: FileHandle;
-  let writable = true;
+  let writable = mode === 'write';
   try {
-    handle = await open(lockFile, constants.O_RDWR | constants.O_CREAT | OPEN_FLAGS, 0o600);
+    handle = await open(lockFile, (writable ? constants.O_RDWR | constants.O_CREAT : constants.O_RDONLY) | OPEN_FLAGS, 0o600);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
+      // A read takes no lock where there is none; the read itself says what the slot lacks.
+      if (!writable) return undefined;
       throw new FscryptError(`'${root}' is not an initialized slot (it has no ${slotPaths(root).stateDir}). To fix: run \`fscrypt-local init-slot ${root} --key-source ...\``, {
         code: 'ERR_NOT_INITIALIZED',
         path: root,
       });
     }
     if (code === 'ELOOP') throw unsafeLockFile(root, lockFile, 'it is a symbolic link');
-    if (code !== 'EROFS') throw error;
+    if (code !== 'EROFS' || !writable) throw error;
     try {
       handle = await open(lockFile, constants.O_RDONLY | OPEN_FLAGS);
       writable = false;
@@ -186,13 +236,34 @@ function unsafeLockFile(root: string, lockFile: string, why: string): FscryptErr
   });
 }
 
-async function acquireFileLock(root: string, deadline: number, signal: AbortSignal | undefined): Promise<FileHandle | undefined> {
+/** The slot's file lock if no process holds it, 'taken' if one does; never waits. */
+async function tryFileLock(root: string): Promise<FileHandle | undefined | 'taken'> {
+  const { lockFile } = slotPaths(root);
+  const opened = await openLockFile(root, lockFile, 'read');
+  if (opened === undefined) return undefined;
+  try {
+    if (tryLockExclusive(opened.handle.fd, lockFile)) return opened.handle;
+  } catch (error) {
+    await opened.handle.close();
+    throw error;
+  }
+  await opened.handle.close();
+  return 'taken';
+}
+
+async function acquireFileLock(
+  root: string,
+  deadline: number,
+  signal: AbortSignal | undefined,
+  onWait: (holder: () => Promise<string>) => Promise<void>,
+): Promise<FileHandle | undefined> {
   const { lockFile } = slotPaths(root);
   const opened = await openLockFile(root, lockFile);
   if (opened === undefined) return undefined;
   const { handle, writable } = opened;
   try {
     while (!tryLockExclusive(handle.fd, lockFile)) {
+      await onWait(async () => (await holderOf(handle)) || 'another process');
       throwIfAborted(root, signal);
       if (Date.now() >= deadline) {
         throw new FscryptError(`slot '${root}' is busy: ${(await holderOf(handle)) || 'another process'} holds ${lockFile}. Wait for it to finish, or stop it`, {

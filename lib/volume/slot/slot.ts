@@ -12,7 +12,7 @@ import { isBindOf } from '../mounts/mounts.js';
 import { volumeDirectoryProblem } from './verify.js';
 import { parseVolumeName, slotPaths, volumePath, VOLUME_NAME_PATTERN } from './slot-layout.js';
 import { readSlotState, writeSlotState, type ReadStateOptions, type SlotState, type VolumePhase } from './slot-state.js';
-import { withSlotLock } from './slot-lock.js';
+import { withSlotLock, withSlotLockIfFree } from './slot-lock.js';
 
 // The protector kind each key source makes.
 const PROTECTOR_KIND = { file: 'raw_key', passphrase: 'custom_passphrase', kms: 'kms' } as const satisfies Record<KeySourceSpec['kind'], ProtectorInfo['source']>;
@@ -294,6 +294,39 @@ export async function strayVolumes(slot: string, state: SlotState): Promise<stri
 
 export async function slotStatus(root: string): Promise<SlotStatus> {
   return asHookError(async () => statusOf(await slotRoot(root)));
+}
+
+export interface IdleStatusOptions {
+  /** Told the status before the slot is let go, and awaited (a test holds the read open here). What it throws is ignored. */
+  whileHeld?(status: SlotStatus): void | Promise<void>;
+}
+
+/**
+ * slotStatus for a reader that must never overlap a hook (the agent's
+ * census): read holding the slot's lock, taken only if free; undefined,
+ * at once, when a hook holds the slot or waits for it. The status opens the
+ * volume directory (GET_POLICY needs an fd), and an fd open on it during a
+ * lock's REMOVE_KEY leaves the key incompletely removed (FILES_BUSY) until
+ * a retry: invariant 2 broken by a read for metrics. Checking "no hook
+ * running" and then reading would leave a window for a hook to start in;
+ * holding the lock closes it, and a hook that comes meanwhile waits for
+ * one status read (milliseconds) in the slot's queue, within its own lock
+ * timeout even if the disk hangs under that read.
+ */
+export async function slotStatusIfIdle(root: string, options: IdleStatusOptions = {}): Promise<SlotStatus | undefined> {
+  return asHookError(async () => {
+    const slot = await slotRoot(root);
+    const held = await withSlotLockIfFree(slot, async () => {
+      const status = await statusOf(slot);
+      try {
+        await options.whileHeld?.(status);
+      } catch {
+        // An observer watches; it never decides.
+      }
+      return status;
+    });
+    return held?.value;
+  });
 }
 
 async function statusOf(slot: string): Promise<SlotStatus> {
