@@ -4,7 +4,7 @@
 // without the next generation), reconcile and status, their JSON results,
 // the exit code of each kind of failure, and that no KEK byte ever reaches
 // stdout or stderr.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -168,6 +168,52 @@ t.test('lock with files still open: exit 4 naming the blocker, then lock once th
   const locked = cliJson(['lock', slot]);
   t.equal(locked.code, 0, locked.stderr);
   t.equal((await getKeyStatus(slot, identifier1)).status, 'absent');
+});
+
+t.test('status of a lock waiting for busy files: one blocker per line under the volume, tenant names escaped in it; --json keeps them whole', async (t) => {
+  const target = join(work, 'target-busy');
+  t.equal(cli(['unlock', slot, '--key-source', kekA, '--target', target]).code, 0);
+  const name = 'held\nforged line';
+  writeFileSync(join(target, name), 'tenant data');
+  // A tenant's process holding a file of the volume open (from the volume directory, so the target still
+  // unmounts), and naming itself with a newline; `read` is a dash builtin, so no child inherits the file.
+  const holder = spawn('sh', ['-c', `exec 3<"$1"; printf 'evil\\nname' > /proc/self/comm; echo ready; read x`, 'sh', join(slot, 'vol-1', name)], {
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  const exited = new Promise((resolve) => holder.once('exit', resolve));
+  t.teardown(() => void holder.kill('SIGKILL'));
+  await new Promise((resolve) => holder.stdout.once('data', resolve));
+
+  const busy = cliJson(['lock', slot, '--target', target, '--busy-timeout', '0']);
+  t.equal(busy.code, 4, 'the unpublish left the key behind: busy');
+  t.equal(busy.body.error.code, 'ERR_FILES_BUSY');
+
+  const human = cli(['status', slot]);
+  t.equal(human.code, 0, human.stderr);
+  const lines = human.stdout.split('\n');
+  const header = lines.findIndex((l) => l.endsWith('a lock is waiting for busy files:'));
+  t.ok(header >= 0, 'the pending lock is told on a line of its own');
+  const under = lines.slice(header + 1);
+  const blockers = under.slice(0, Math.max(0, under.findIndex((l) => !l.startsWith('    '))));
+  t.same(blockers.length, 1, 'one blocker, one line');
+  t.match(blockers[0], new RegExp(`^ {4}pid ${holder.pid} \\(evil\\\\nname\\) has .*held\\\\nforged line open$`), 'the process and its file, newlines escaped inside the line');
+  t.notOk(
+    lines.some((l) => /^(name\)|forged line)/.test(l)),
+    'no tenant name starts a line',
+  );
+
+  const json = cliJson(['status', slot]);
+  t.match(
+    json.body.slots[0].volume,
+    { key: 'incompletely-removed', targets: [{ path: target, mounted: false }], pendingLock: { blockers: [{ kind: 'open-file', pid: holder.pid, command: 'evil\nname', path: /held\nforged line$/ }] } },
+    '--json gives the blockers as data, names unescaped',
+  );
+
+  holder.kill('SIGKILL');
+  await exited;
+  t.equal(cli(['lock', slot]).code, 0, 'locked once the holder is gone');
+  t.equal((await getKeyStatus(slot, identifier1)).status, 'absent');
+  t.notOk(existsSync(target), 'the unpublished target is removed');
 });
 
 t.test('rotate moves the slot to a new key source; the old one no longer opens it', async (t) => {

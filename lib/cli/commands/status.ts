@@ -4,7 +4,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { FscryptError } from '../../kernel/index.js';
-import { describeBlockers, isSlot, slotStatus, type SlotStatus } from '../../volume/index.js';
+import { describeBlockers, isSlot, slotStatus, type Blocker, type SlotStatus } from '../../volume/index.js';
 import { isMountPoint } from '../../volume/mounts/mounts-location.js';
 import { VOLUME_NAME_PATTERN } from '../../volume/slot/slot-layout.js';
 import { absolutePath, action, withCommonOptions, withHelp, type CommonOptions, type RunState } from '../command-kit.js';
@@ -50,7 +50,7 @@ export function registerStatus(program: Command, state: RunState): void {
           if (exitCode === EXIT.OK) exitCode = exitCodeFor(error);
         }
       }
-      output.result({ slots, errors }, render(slots, errors), errors.length === 0);
+      output.result({ slots, errors }, renderStatus(slots, errors), errors.length === 0);
       return exitCode;
     }),
   );
@@ -82,13 +82,27 @@ async function slotsAt(path: string): Promise<string[]> {
   });
 }
 
+/** describeBlockers' lines, one blocker (or the count of those left out) per entry, whatever the names hold. */
+function blockerLines(blockers: readonly Blocker[]): string[] {
+  const shown = blockers.slice(0, BLOCKERS_SHOWN).map((b) => describeBlockers([b]));
+  if (blockers.length > BLOCKERS_SHOWN) shown.push(`… and ${blockers.length - BLOCKERS_SHOWN} more`);
+  return shown;
+}
+
+// As many as describeBlockers names by default.
+const BLOCKERS_SHOWN = 20;
+
 function keyText(volume: NonNullable<SlotStatus['volume']>): string {
   const key = volume.key === 'absent' ? 'locked' : volume.key === 'present' ? 'unlocked' : 'busy (incompletely removed)';
   return volume.adminUnlocked ? `${key}, admin` : key;
 }
 
-/** The human form. Every name in it (slot roots, targets, trash entries, paths in errors) passes through printable(). */
-function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[]): string {
+/**
+ * The human form. Every name in it (slot roots, targets, trash entries,
+ * blockers, paths in errors) passes through printable(), one output line
+ * at a time: the only line breaks are the ones made here.
+ */
+export function renderStatus(slots: SlotStatus[], errors: (ErrorReport & { path: string })[]): string {
   const lines: string[] = [];
   if (slots.length > 0) {
     lines.push(
@@ -115,7 +129,10 @@ function render(slots: SlotStatus[], errors: (ErrorReport & { path: string })[])
     }
     if (s.volume?.pendingLock !== undefined) {
       const held = s.volume.pendingLock.blockers;
-      line(`${s.root}: ${s.volume.name}'s key is still in the kernel (${s.volume.key}) with no target: a lock is waiting for busy files${held.length > 0 ? `:\n${describeBlockers(held)}` : ''}`);
+      line(`${s.root}: ${s.volume.name}'s key is still in the kernel (${s.volume.key}) with no target: a lock is waiting for busy files${held.length > 0 ? ':' : ''}`);
+      // One line per blocker, indented under its volume, each escaped on its own: a tenant names its processes
+      // and files, and a newline in one of those names must show as \n, not start a line of its own.
+      for (const blocker of blockerLines(held)) lines.push(`    ${printable(blocker)}`);
     }
     for (const problem of s.metadataProblems) line(`${s.root}: ${problem}`);
     if (s.volume?.problem !== undefined) line(`${s.root}: ${s.volume.name} cannot be used: ${s.volume.problem}; is the slot's disk the right one?`);
