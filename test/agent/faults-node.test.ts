@@ -6,21 +6,21 @@
 // stale state forgotten, one PV per slot, and a key in the kernel only for
 // what kubelet published again (invariant 2).
 import { execFileSync, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { slotStatus } from '../../lib/volume/index.js';
 import { mountAt } from '../../lib/volume/mounts/mounts.js';
-import { agentNode, defaultConfig, NODE_NAME, TAINT, type AgentNode } from '../fixtures/agent/agent.js';
+import { agentChildOptions, agentNode, defaultConfig, NODE_NAME, TAINT, writeKubeconfigFile, type AgentNode } from '../fixtures/agent/agent.js';
 import { agentChildScript } from '../fixtures/crash/agent-crash.js';
 import { eventLines, keyOf, live, meta, publish, pvOf, spec, unpublish } from '../fixtures/agent/agent-faults.js';
 import { recordFigure } from '../fixtures/campaign/campaign.js';
 import { csiClient, mountCapability } from '../fixtures/agent/csi.js';
 import { freeze, requireFsfreeze } from '../fixtures/system/freeze.js';
 import { rejection } from '../fixtures/helpers.js';
-import { scratchDir } from '../fixtures/system/scratch-fs.js';
+import { slotBacking } from '../fixtures/system/bind-mount.js';
+import { CHILD_ENV } from '../fixtures/system/js-build.js';
 
 const COMMAND = 'npx tap test/agent/faults-node.test.ts';
 
@@ -30,7 +30,7 @@ function reboot(node: AgentNode, slots: string[], targets: string[]): void {
   for (const slot of slots) execFileSync('umount', [slot]);
   execFileSync('umount', [node.fs.mountpoint]);
   execFileSync('mount', ['-o', 'loop', node.fs.image!, node.fs.mountpoint]);
-  for (const slot of slots) execFileSync('mount', ['--bind', join(node.fs.mountpoint, 'backing', basename(slot)), slot]);
+  for (const slot of slots) execFileSync('mount', ['--bind', slotBacking(node.fs, basename(slot)), slot]);
 }
 
 t.test('a node reboot: kubelet republishes, the data is back, stale targets forgotten, keys only where republished', async (t) => {
@@ -82,22 +82,8 @@ t.test('a node reboot: kubelet republishes, the data is back, stale targets forg
   recordFigure({ area: 'faults', name: 'node reboot: targets and keys dropped', value: 3 + keysBefore, command: COMMAND });
 });
 
-// Without tap's process-info hook: it would load in the child and track coverage a SIGKILLed child never writes.
-const CHILD_ENV = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NODE_OPTIONS' && !name.startsWith('_TAPJS_PROCESSINFO_')));
-
 function startAgentChild(t: Parameters<typeof agentNode>[0] & { teardown(fn: () => void | Promise<void>): void }, script: string, node: AgentNode, kubeconfigFile: string) {
-  const options = {
-    configDir: node.configDir,
-    nodeName: NODE_NAME,
-    namespace: 'default',
-    csiEndpoint: `unix://${node.socket}`,
-    kubeconfigFile,
-    listenAddress: '127.0.0.1:0',
-    kubeletDir: node.kubelet.root,
-    discoveryPeriodMs: 500,
-    timings: { configPeriodMs: 200, retry: { initialMs: 100, maxMs: 1000 }, informerRestart: { initialMs: 100, maxMs: 1000 } },
-  };
-  const child = spawn(process.execPath, [script, JSON.stringify(options)], { env: CHILD_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [script, JSON.stringify(agentChildOptions(node, kubeconfigFile))], { env: CHILD_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', () => undefined);
@@ -118,8 +104,7 @@ t.test('the agent killed in a publish on a frozen disk, restarted after the thaw
   const node = await agentNode(t);
   const slot = node.addSlot('ssd0');
   node.writeConfig(defaultConfig(node.kek, node.hostDir));
-  const kubeconfigFile = join(scratchDir(t), 'kubeconfig');
-  writeFileSync(kubeconfigFile, node.api.kubeConfig().exportConfig(), { mode: 0o600 });
+  const kubeconfigFile = writeKubeconfigFile(t, node);
   const first = startAgentChild(t, script, node, kubeconfigFile);
   await node.until('the agent started', first.started);
   const pv = await pvOf(node, slot);
