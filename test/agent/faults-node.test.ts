@@ -5,7 +5,7 @@
 // written before back, the start-up reconcile told (a Recovered Event),
 // stale state forgotten, one PV per slot, and a key in the kernel only for
 // what kubelet published again (invariant 2).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -20,7 +20,7 @@ import { csiClient, mountCapability } from '../fixtures/agent/csi.js';
 import { freeze, requireFsfreeze } from '../fixtures/system/freeze.js';
 import { rejection } from '../fixtures/helpers.js';
 import { slotBacking } from '../fixtures/system/bind-mount.js';
-import { CHILD_ENV } from '../fixtures/system/js-build.js';
+import { spawnUntracked } from '../fixtures/system/js-build.js';
 
 const COMMAND = 'npx tap test/agent/faults-node.test.ts';
 
@@ -83,7 +83,7 @@ t.test('a node reboot: kubelet republishes, the data is back, stale targets forg
 });
 
 function startAgentChild(t: Parameters<typeof agentNode>[0] & { teardown(fn: () => void | Promise<void>): void }, script: string, node: AgentNode, kubeconfigFile: string) {
-  const child = spawn(process.execPath, [script, JSON.stringify(agentChildOptions(node, kubeconfigFile))], { env: CHILD_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnUntracked([script, JSON.stringify(agentChildOptions(node, kubeconfigFile))], ['ignore', 'pipe', 'pipe']);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', () => undefined);

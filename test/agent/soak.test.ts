@@ -34,10 +34,16 @@
 //    that within the hours of a long run; the heap bound (HEAP_SLACK_MIB,
 //    tighter, since the collected heap has none of that slack) catches a
 //    retained object per cycle sooner.
+// And the agent, run as the DaemonSet runs it (its thread pool and node
+// flags, read from deploy/base/daemonset.yaml), fits the memory it is given
+// there: its peak RSS over the whole soak (VmHWM) plus one Argon2id run of a
+// passphrase key source within the limit, its steady RSS within the request.
 // No timing is asserted: the figures are counts and sizes.
 import t from 'tap';
+import { DEFAULT_ARGON2_COSTS } from '../../lib/keys/index.js';
 import { recordFigure, soakMs } from '../fixtures/campaign/campaign.js';
 import { median, quartileMedians, runSoak, type Sample } from '../fixtures/campaign/soak.js';
+import { deployedAgent } from '../fixtures/campaign/soak-node.js';
 
 const COMMAND = 'npx tap test/agent/soak.test.ts';
 const LONG_COMMAND = 'FSCRYPT_LOCAL_SOAK_SECONDS=14400 npx tap -t0 test/agent/soak.test.ts';
@@ -79,15 +85,28 @@ t.test('concurrent publish, unpublish and release cycles through the agent leak 
   const fdDiagnosis = `fd kinds before: ${kinds(report.fdKinds.before)}\nafter: ${kinds(report.fdKinds.after)}`;
   t.ok(fds.last <= fds.first + FD_SLACK, `fds: last-quarter median ${fds.last} within ${FD_SLACK} of the first quarter's ${fds.first}`, { diagnostic: fds.last > fds.first + FD_SLACK, fdDiagnosis });
   t.ok(report.idleFds.after <= report.idleFds.before + IDLE_FD_SLACK, `fds of the idle agent: ${report.idleFds.after} after the last cycle, ${report.idleFds.before} before the first (within ${IDLE_FD_SLACK})`, { fdDiagnosis });
-  // RSS after warm-up: the third quarter against the last. Node 24's RSS
-  // climbed by ~110 MiB over the first half of a 90 s run with the collected
-  // heap flat (175.9 -> 178.0 MiB): native pages the allocator and V8 keep,
-  // not objects. A leak keeps climbing through the second half; warm-up does not.
+  // RSS after warm-up: the third quarter against the last. RSS climbs by
+  // tens of MiB over the first half of a run with the collected heap flat:
+  // native pages the allocator and V8 keep, not objects. A leak keeps
+  // climbing through the second half; warm-up does not.
   const rssValues = report.samples.map((s) => s.rssBytes / MIB);
   const quarter = Math.max(1, Math.floor(rssValues.length / 4));
   const rssThird = median(rssValues.slice(rssValues.length - 2 * quarter, rssValues.length - quarter));
   t.ok(rss.last <= rssThird + RSS_SLACK_MIB, `RSS after warm-up: last-quarter median ${rss.last.toFixed(1)} MiB within ${RSS_SLACK_MIB} MiB of the third quarter's ${rssThird.toFixed(1)} MiB (first quarter ${rss.first.toFixed(1)} MiB)`);
   t.ok(heap.last <= heap.first + HEAP_SLACK_MIB, `heap after a collection: last-quarter median ${heap.last.toFixed(1)} MiB within ${HEAP_SLACK_MIB} MiB of the first quarter's ${heap.first.toFixed(1)} MiB`);
+
+  const deployed = deployedAgent();
+  const peak = Math.max(...report.samples.map((s) => s.peakRssBytes));
+  const argon2 = DEFAULT_ARGON2_COSTS.memory * 1024;
+  const mib = (bytes: number) => `${(bytes / MIB).toFixed(1)} MiB`;
+  t.ok(
+    peak + argon2 <= deployed.memoryLimitBytes,
+    `the DaemonSet's memory limit (${mib(deployed.memoryLimitBytes)}) holds the agent's peak RSS (${mib(peak)}) and one Argon2id run (${mib(argon2)}); if not, raise it in deploy/base/daemonset.yaml or find what grew`,
+  );
+  t.ok(
+    rss.last * MIB <= deployed.memoryRequestBytes,
+    `the DaemonSet's memory request (${mib(deployed.memoryRequestBytes)}) holds the agent's steady RSS (last-quarter median ${mib(rss.last * MIB)})`,
+  );
 
   const perVolume = Object.values(report.cyclesPerVolume);
   t.comment(
@@ -114,6 +133,7 @@ t.test('concurrent publish, unpublish and release cycles through the agent leak 
   figure('fd: first/last quartile median', `${fds.first}/${fds.last}`);
   figure('fd of the idle agent: before the first cycle/after the last', `${report.idleFds.before}/${report.idleFds.after}`);
   figure('RSS MiB: first/third/last quartile median', `${rss.first.toFixed(1)}/${rssThird.toFixed(1)}/${rss.last.toFixed(1)}`);
+  figure('peak RSS MiB (VmHWM), against the DaemonSet\'s memory limit', `${(peak / MIB).toFixed(1)} of ${(deployed.memoryLimitBytes / MIB).toFixed(0)}`);
   figure('heap MiB after GC: first/last quartile median', `${heap.first.toFixed(1)}/${heap.last.toFixed(1)}`);
   figure('keys leaked', report.keysLeaked);
   figure('mounts leaked', report.mountsLeaked);

@@ -14,6 +14,7 @@ import { formatVolumeHandle } from '../../lib/agent/csi/index.js';
 import { getKeyStatus, removeKey } from '../../lib/kernel/index.js';
 import { prepare, reconcile, recycle, slotStatus, TrashCollector, type Volume } from '../../lib/volume/index.js';
 import { mountAt } from '../../lib/volume/mounts/mounts.js';
+import { withSlotLock } from '../../lib/volume/slot/slot-lock.js';
 import { rejection } from '../fixtures/helpers.js';
 import { CsiServer, type CsiServerOptions } from '../../lib/agent/csi/index.js';
 import { csiClient, handleOf, kubeletTree, mountCapability, NODE, recordingLog, slotTable, startServer } from '../fixtures/agent/csi.js';
@@ -301,6 +302,29 @@ t.test('NodeGetVolumeStats: the slot’s bytes and inodes; the condition turns a
   });
   await client.node('NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
   t.equal(codeName(await rejection(client.node('NodeGetVolumeStats', { volume_id: volumeId, volume_path: target }))), 'NOT_FOUND', 'once unpublished');
+});
+
+t.test('NodeGetVolumeStats while a hook holds the slot: UNAVAILABLE at once, no read of the volume; read again once it is free', async (t) => {
+  const { slot, kubelet, client, volumeId } = await setUp(t);
+  const target = await kubelet.newTarget();
+  await client.node('NodePublishVolume', publishRequest(volumeId, target));
+  const stats = () => client.node<{ volume_condition: { abnormal: boolean } }>('NodeGetVolumeStats', { volume_id: volumeId, volume_path: target });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let holding!: () => void;
+  const held = new Promise<void>((resolve) => (holding = resolve));
+  const hook = withSlotLock(slot.slot, async () => {
+    holding();
+    await released;
+  });
+  await held;
+  const busy = await rejection(stats());
+  t.equal(codeName(busy), 'UNAVAILABLE', 'kubelet retries an UNAVAILABLE stats call at its next period');
+  t.match((busy as Error).message, /unpublish or reclaim is running on/);
+  release();
+  await hook;
+  t.match(await stats(), { volume_condition: { abnormal: false } }, 'the slot free again: stats as before');
+  await client.node('NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
 });
 
 t.test('a slot whose disk went away under a published target: unpublish still unmounts it', async (t) => {

@@ -116,6 +116,7 @@ t.test('the runtime stage has what the package loads and runs', async (t) => {
   const image = imageStage(dockerfile);
   t.same(image.entrypoint, ['fscrypt-local', 'run'], 'ENTRYPOINT fscrypt-local run');
   t.equal(image.env.UV_THREADPOOL_SIZE, '64');
+  t.equal(image.env.NODE_OPTIONS, '--max-semi-space-size=16', "V8's young generation capped (docs/operations.md, Memory)");
   t.match(commands(runtime).join('\n'), /ln -s \/opt\/fscrypt-local\/dist\/cli\/main\.js \/usr\/local\/bin\/fscrypt-local/, 'fscrypt-local is on PATH');
   t.equal(runtime.filter((i) => i.keyword === 'USER').pop()?.args, 'root', 'the agent runs as root, said explicitly');
 });

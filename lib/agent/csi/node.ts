@@ -20,7 +20,7 @@
 import { realpath, statfs } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isFscryptError } from '../../kernel/errors.js';
-import { lock, slotStatus, unlock, type Blocker, type ProgressEvent, type StepName } from '../../volume/index.js';
+import { lock, slotStatusIfIdle, unlock, type Blocker, type ProgressEvent, type StepName } from '../../volume/index.js';
 import { mountAt } from '../../volume/mounts/mounts.js';
 import type { BusyLocks } from './busy-locks.js';
 import { CsiError } from './errors.js';
@@ -135,7 +135,10 @@ export function nodeService(options: NodeOptions) {
       if (!request.volume_path) throw new CsiError('INVALID_ARGUMENT', 'volume_path is required');
       const { entry, volume } = await resolver.resolve(request.volume_id);
       const path = await resolvedPath(request.volume_path);
-      const status = await slotStatus(entry.root);
+      // Read only while no hook holds the slot (slotStatusIfIdle): kubelet's stats collector runs beside its
+      // unpublish, and this read's fd on the volume directory would make the lock's REMOVE_KEY find files busy.
+      const status = await slotStatusIfIdle(entry.root);
+      if (status === undefined) throw new CsiError('UNAVAILABLE', `a publish, unpublish or reclaim is running on ${volume.path}; its stats are read at the next call`);
       const target = path === undefined ? undefined : status.volume?.targets.find((t) => t.path === path);
       if (status.volume === null || target === undefined) {
         throw new CsiError('NOT_FOUND', `${request.volume_path} is not a target of this volume (${volume.path})`);
