@@ -157,9 +157,17 @@ t.test('processes inside under names in any bytes: named exactly in JSON, one es
   const human = await cli(['status', slot]);
   t.equal(human.code, 0);
   t.notMatch(human.stdout, CONTROL, 'status text: no control character reaches the terminal');
-  t.ok(
-    human.stdout.split('\n').every((line) => line === '' || line.startsWith('SLOT') || line.startsWith(slot)),
-    'status text: every line is the table header or starts with the slot: nothing forged',
+  const lines = human.stdout.split('\n');
+  t.same(
+    lines.filter((line) => !(line === '' || line.startsWith('SLOT') || line.startsWith(slot) || line.startsWith('    '))),
+    [],
+    'status text: every line is the table header, starts with the slot, or is a blocker indented under it: nothing forged',
+  );
+  const shown = Math.min(onNode.expected.length, 20);
+  t.equal(
+    lines.filter((line) => line.startsWith('    ')).length,
+    shown + (onNode.expected.length > 20 ? 1 : 0),
+    `one indented line per blocker shown (${shown}), and the count of the rest: a name with a newline did not add one`,
   );
   t.ok(human.stdout.includes('has its working directory at'), 'and names the blockers');
 
