@@ -15,6 +15,7 @@ export {
   resolveVolume,
   rotateKeySource,
   slotStatus,
+  slotStatusBetweenHooks,
   slotStatusIfIdle,
   type IdleStatusOptions,
   type InitSlotOptions,

@@ -20,7 +20,7 @@
 import { realpath, statfs } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { isFscryptError } from '../../kernel/errors.js';
-import { lock, slotStatusIfIdle, unlock, type Blocker, type ProgressEvent, type StepName } from '../../volume/index.js';
+import { lock, slotStatusBetweenHooks, unlock, type Blocker, type ProgressEvent, type StepName } from '../../volume/index.js';
 import { mountAt } from '../../volume/mounts/mounts.js';
 import type { BusyLocks } from './busy-locks.js';
 import { CsiError } from './errors.js';
@@ -45,6 +45,10 @@ export interface NodeOptions {
   /** Told after each durable step of the hook (CsiServerOptions.onStep). */
   onStep?: HookStepObserver | undefined;
 }
+
+// How long NodeGetVolumeStats waits for a hook on the slot to finish: far above a hook's milliseconds, well
+// inside kubelet's stats period (a minute), so a stats call behind a hook stuck on a hung disk gives up in time.
+const STATS_LOCK_TIMEOUT_MS = 5_000;
 
 export function nodeService(options: NodeOptions) {
   const { resolver, busyLocks, log } = options;
@@ -135,10 +139,10 @@ export function nodeService(options: NodeOptions) {
       if (!request.volume_path) throw new CsiError('INVALID_ARGUMENT', 'volume_path is required');
       const { entry, volume } = await resolver.resolve(request.volume_id);
       const path = await resolvedPath(request.volume_path);
-      // Read only while no hook holds the slot (slotStatusIfIdle): kubelet's stats collector runs beside its
-      // unpublish, and this read's fd on the volume directory would make the lock's REMOVE_KEY find files busy.
-      const status = await slotStatusIfIdle(entry.root);
-      if (status === undefined) throw new CsiError('UNAVAILABLE', `a publish, unpublish or reclaim is running on ${volume.path}; its stats are read at the next call`);
+      // Read between hooks, never during one: kubelet's stats collector runs beside its publishes and unpublishes,
+      // and this read's fd on the volume directory would make a lock's REMOVE_KEY find files busy. A hook takes
+      // milliseconds; one stuck on a hung disk makes this ERR_SLOT_LOCKED (ABORTED) after STATS_LOCK_TIMEOUT_MS.
+      const status = await slotStatusBetweenHooks(entry.root, { timeoutMs: STATS_LOCK_TIMEOUT_MS });
       const target = path === undefined ? undefined : status.volume?.targets.find((t) => t.path === path);
       if (status.volume === null || target === undefined) {
         throw new CsiError('NOT_FOUND', `${request.volume_path} is not a target of this volume (${volume.path})`);

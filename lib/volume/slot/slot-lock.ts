@@ -27,6 +27,12 @@ export interface SlotLockOptions {
   signal?: AbortSignal;
   /** Told once, when the call has to wait for the slot, with who holds it (for progress). */
   onWait?(holder: string): void;
+  /**
+   * A reader's turn (a status read that must not overlap a hook): the lock
+   * file is opened read-only and the holder is not noted, so the read writes
+   * nothing to the slot; a slot without a lock file is read without one.
+   */
+  read?: boolean;
 }
 
 interface Queue {
@@ -43,7 +49,7 @@ export async function withSlotLock<T>(root: string, fn: () => Promise<T>, option
   const onWait = once(options.onWait);
   await enter(root, deadline, options.signal, onWait);
   try {
-    const handle = await acquireFileLock(root, deadline, options.signal, onWait);
+    const handle = await acquireFileLock(root, deadline, options.signal, onWait, options.read === true ? 'read' : 'write');
     try {
       return await fn();
     } finally {
@@ -256,9 +262,10 @@ async function acquireFileLock(
   deadline: number,
   signal: AbortSignal | undefined,
   onWait: (holder: () => Promise<string>) => Promise<void>,
+  mode: 'read' | 'write',
 ): Promise<FileHandle | undefined> {
   const { lockFile } = slotPaths(root);
-  const opened = await openLockFile(root, lockFile);
+  const opened = await openLockFile(root, lockFile, mode);
   if (opened === undefined) return undefined;
   const { handle, writable } = opened;
   try {

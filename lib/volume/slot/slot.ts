@@ -329,6 +329,21 @@ export async function slotStatusIfIdle(root: string, options: IdleStatusOptions 
   });
 }
 
+/**
+ * slotStatus for a reader that must never overlap a hook but should wait
+ * for one (CSI NodeGetVolumeStats: kubelet's stats collector runs beside
+ * its publishes and unpublishes): read holding the slot's lock as a reader
+ * (nothing written), after the hook that holds it, up to `timeoutMs`;
+ * ERR_SLOT_LOCKED past that (a hook stuck on a hung disk), naming the holder.
+ * Why it must not overlap: see slotStatusIfIdle.
+ */
+export async function slotStatusBetweenHooks(root: string, options: { timeoutMs: number }): Promise<SlotStatus> {
+  return asHookError(async () => {
+    const slot = await slotRoot(root);
+    return withSlotLock(slot, () => statusOf(slot), { timeoutMs: options.timeoutMs, read: true });
+  });
+}
+
 async function statusOf(slot: string): Promise<SlotStatus> {
   const state = await readSlotState(slot);
   const v = state.volume;
