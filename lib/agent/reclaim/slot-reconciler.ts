@@ -6,7 +6,7 @@
 // read shows the claimed generation's PV is really gone, so a stale or
 // empty cache can never erase a Bound volume's data (invariant 4).
 import type { V1PersistentVolume } from '@kubernetes/client-node';
-import { claim, prepare, recycle, slotStatus, verifiedEvidence, type SlotStatus, type TrashCollector, type Volume } from '../../volume/index.js';
+import { claim, prepare, recycle, slotStatusBetweenHooks, verifiedEvidence, type SlotStatus, type TrashCollector, type Volume } from '../../volume/index.js';
 import type { AgentClass, AgentLogger, AgentSettings, AgentSignals, Reporter } from '../agent-types.js';
 import { hookStepObserver, reportStep, type AgentOperation, type AgentStep, type AgentStepObserver } from '../agent-steps.js';
 import type { KubeApi } from '../kube/api.js';
@@ -60,6 +60,17 @@ export interface SlotOutcome {
 
 const MAX_STEPS = 6;
 
+/**
+ * The slot's status read between hooks, never during one: a resync or a PV
+ * event runs this beside kubelet's unpublishes, and the read's fd on the
+ * volume directory would make a lock's REMOVE_KEY find files busy. It waits
+ * as long as a hook of its own would (the lock's default timeout); a hook
+ * stuck on a hung disk makes it ERR_SLOT_LOCKED, which the queue retries.
+ */
+function statusBetweenHooks(root: string): Promise<SlotStatus> {
+  return slotStatusBetweenHooks(root, { timeoutMs: 60_000 });
+}
+
 export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext): Promise<SlotOutcome> {
   const protector = record.protector;
   if (record.condition !== 'ready' || protector === undefined || record.descriptor === undefined) return { waiting: record.problem ?? 'the slot is not ready', problem: true };
@@ -69,11 +80,11 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
   // reporting it would kill a crash test's agent before the reclaim begins.
   let reclaiming = false;
   for (let steps = 0; steps < MAX_STEPS; steps++) {
-    let status = await slotStatus(record.root);
+    let status = await statusBetweenHooks(record.root);
     if (status.volume === null) {
       await timed(ctx, 'prepare', () => prepare(record.root, protector, { trash: ctx.trash, ...observed(ctx, 'offer', record.root) }));
       ctx.report.record(nodeRef(ctx), 'Normal', 'Prepared', `slot ${record.key}: a new encrypted volume was prepared`);
-      status = await slotStatus(record.root);
+      status = await statusBetweenHooks(record.root);
     }
     const v = status.volume;
     if (v === null) return { waiting: 'the slot has no volume', problem: true };
