@@ -60,17 +60,6 @@ export interface SlotOutcome {
 
 const MAX_STEPS = 6;
 
-/**
- * The slot's status read between hooks, never during one: a resync or a PV
- * event runs this beside kubelet's unpublishes, and the read's fd on the
- * volume directory would make a lock's REMOVE_KEY find files busy. It waits
- * as long as a hook of its own would (the lock's default timeout); a hook
- * stuck on a hung disk makes it ERR_SLOT_LOCKED, which the queue retries.
- */
-function statusBetweenHooks(root: string): Promise<SlotStatus> {
-  return slotStatusBetweenHooks(root, { timeoutMs: 60_000 });
-}
-
 export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext): Promise<SlotOutcome> {
   const protector = record.protector;
   if (record.condition !== 'ready' || protector === undefined || record.descriptor === undefined) return { waiting: record.problem ?? 'the slot is not ready', problem: true };
@@ -80,11 +69,13 @@ export async function reconcileSlot(record: SlotRecord, ctx: ReconcilerContext):
   // reporting it would kill a crash test's agent before the reclaim begins.
   let reclaiming = false;
   for (let steps = 0; steps < MAX_STEPS; steps++) {
-    let status = await statusBetweenHooks(record.root);
+    // Between hooks, never during one: a resync or a PV event runs this beside kubelet's unpublishes, and the read's
+    // fd on the volume directory would make a lock's REMOVE_KEY find files busy. It waits as a hook of its own would.
+    let status = await slotStatusBetweenHooks(record.root);
     if (status.volume === null) {
       await timed(ctx, 'prepare', () => prepare(record.root, protector, { trash: ctx.trash, ...observed(ctx, 'offer', record.root) }));
       ctx.report.record(nodeRef(ctx), 'Normal', 'Prepared', `slot ${record.key}: a new encrypted volume was prepared`);
-      status = await statusBetweenHooks(record.root);
+      status = await slotStatusBetweenHooks(record.root);
     }
     const v = status.volume;
     if (v === null) return { waiting: 'the slot has no volume', problem: true };

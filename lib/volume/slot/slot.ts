@@ -333,14 +333,15 @@ export async function slotStatusIfIdle(root: string, options: IdleStatusOptions 
  * slotStatus for a reader that must never overlap a hook but should wait
  * for one (CSI NodeGetVolumeStats: kubelet's stats collector runs beside
  * its publishes and unpublishes): read holding the slot's lock as a reader
- * (nothing written), after the hook that holds it, up to `timeoutMs`;
+ * (nothing written), after the hook that holds it, up to `timeoutMs` (the
+ * lock's own default, a hook's 60 s, when not given);
  * ERR_SLOT_LOCKED past that (a hook stuck on a hung disk), naming the holder.
  * Why it must not overlap: see slotStatusIfIdle.
  */
-export async function slotStatusBetweenHooks(root: string, options: { timeoutMs: number }): Promise<SlotStatus> {
+export async function slotStatusBetweenHooks(root: string, options: { timeoutMs?: number } = {}): Promise<SlotStatus> {
   return asHookError(async () => {
     const slot = await slotRoot(root);
-    return withSlotLock(slot, () => statusOf(slot), { timeoutMs: options.timeoutMs, read: true });
+    return withSlotLock(slot, () => statusOf(slot), { ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }), read: true });
   });
 }
 
