@@ -23,6 +23,7 @@ import {
   imageStage,
   KUBECTL,
   kustomizations,
+  memoryBytes,
   mountAt,
   mountsOf,
   podSpec,
@@ -36,13 +37,6 @@ import { needs } from '../fixtures/system/optional.js';
 import { scratchDir } from '../fixtures/system/scratch-fs.js';
 
 const MiB = 1024 * 1024;
-
-/** A memory quantity (Ki, Mi, Gi or plain bytes) in bytes. */
-function bytes(quantity: string): number {
-  const match = /^(\d+)(Ki|Mi|Gi)?$/.exec(quantity);
-  if (match === null) throw new Error(`unexpected memory quantity ${quantity}`);
-  return Number(match[1]) * { Ki: 1024, Mi: MiB, Gi: 1024 * MiB, '': 1 }[match[2] ?? '']!;
-}
 
 /** The container port a probe or Service names (by name or number). */
 function containerPort(c: K8s, port: string | number): number | undefined {
@@ -200,8 +194,8 @@ function checkPod(t: Test, objects: K8s[], a: Agent): void {
   t.equal(imageStage().env.NODE_OPTIONS, env.get('NODE_OPTIONS')?.value, 'the image sets the same NODE_OPTIONS');
   // The figures behind these sizes are measured by test/agent/soak.test.ts, which runs the agent with this container's
   // environment and checks its peak RSS plus one Argon2id run against the limit, and its steady RSS against the request.
-  const limit = bytes(a.agent.resources.limits.memory);
-  const request = bytes(a.agent.resources.requests.memory);
+  const limit = memoryBytes(a.agent.resources.limits.memory);
+  const request = memoryBytes(a.agent.resources.requests.memory);
   const argon2 = DEFAULT_ARGON2_COSTS.memory * 1024;
   t.ok(limit >= request + argon2, `the limit (${limit / MiB} MiB) leaves room above the request (${request / MiB} MiB) for one Argon2id run (${argon2 / MiB} MiB)`);
   const sa = spec.serviceAccountName;
